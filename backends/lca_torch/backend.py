@@ -1,0 +1,246 @@
+"""The PyTorch backend: full-set loss and gradient at given parameters, model untouched.
+
+Evaluation goes through ``torch.func.functional_call`` with parameters built from the flat
+vector and buffers cloned, so the model's parameters, buffers, ``.grad``, ``training``
+flags and the RNG state are exactly as before. Losses and gradients are accumulated over
+fixed evaluation chunks in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
+
+BN_POLICIES = ("batch", "running")
+DEFAULT_EVAL_BATCH = 4096
+_BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
+
+Chunks = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def layout_of(model: nn.Module) -> Layout:
+    """Trainable parameters (``requires_grad``) grouped into layers by owning module."""
+    specs = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            layer = name.rsplit(".", 1)[0] if "." in name else name
+            dtype = str(p.dtype).removeprefix("torch.")
+            specs.append(ParamSpec(name, tuple(p.shape), dtype, layer, 0 if p.ndim else None))
+    return Layout(tuple(specs))
+
+
+def _as_chunks(data: Any, batch_size: int, device: torch.device) -> Chunks:
+    """Fixed evaluation chunks on the device from a tensor pair, a dataset or a loader."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        if isinstance(data.sampler, torch.utils.data.RandomSampler):
+            raise ValueError(
+                "the evaluation DataLoader shuffles; LCA needs a fixed evaluation set in a fixed "
+                "order. Pass a DataLoader with shuffle=False (or the tensors themselves)."
+            )
+        chunks = [(x.to(device), y.to(device)) for x, y in data]
+    else:
+        if isinstance(data, torch.utils.data.TensorDataset):
+            data = data.tensors
+        if not (isinstance(data, Sequence) and len(data) == 2):
+            raise TypeError(
+                "evaluation data must be (inputs, targets) tensors, a TensorDataset or a "
+                f"finite DataLoader without shuffling; got {type(data).__name__}"
+            )
+        x, y = (torch.as_tensor(t) for t in data)
+        if len(x) != len(y):
+            raise ValueError(f"evaluation inputs have {len(x)} samples but targets {len(y)}")
+        x, y = x.to(device), y.to(device)
+        chunks = [
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
+        ]
+    if sum(len(x) for x, _ in chunks) == 0:
+        raise EmptyEvaluationSetError(
+            "the evaluation set is empty; give the tracker at least one sample to evaluate on"
+        )
+    return chunks
+
+
+def _split_by_class(chunks: Chunks, num_classes: int, batch_size: int) -> list[Chunks]:
+    x = torch.cat([c[0] for c in chunks])
+    y = torch.cat([c[1] for c in chunks])
+    out = []
+    for c in range(num_classes):
+        xc, yc = x[y == c], y[y == c]
+        out.append(
+            [
+                (xc[i : i + batch_size], yc[i : i + batch_size])
+                for i in range(0, len(xc), batch_size)
+            ]
+        )
+    return out
+
+
+@contextmanager
+def _evaluation_mode(model: nn.Module, bn_policy: str) -> Iterator[None]:
+    """Dropout off; BatchNorm on batch statistics ("batch") or running ones ("running").
+    Every module's ``training`` flag and the RNG state are restored afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        for m, _ in flags:
+            m.training = bn_policy == "batch" and isinstance(m, _BATCHNORM)
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+class TorchBackend:
+    """LCA backend for a ``torch.nn.Module`` and a loss ``loss_fn(output, target)``.
+
+    ``loss_fn`` must return the mean over the batch (as ``nn.CrossEntropyLoss()`` does);
+    the backend weights chunks by their size so the result is the mean over the whole set.
+    """
+
+    framework = "torch"
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return isinstance(model, nn.Module)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        data: Any,
+        *,
+        val_data: Any = None,
+        batch_size: int = DEFAULT_EVAL_BATCH,
+        bn_policy: str = "batch",
+        num_classes: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if bn_policy not in BN_POLICIES:
+            raise ValueError(f"bn_policy must be one of {BN_POLICIES}, not {bn_policy!r}")
+        self.model, self.loss_fn = model, loss_fn
+        self.bn_policy, self.batch_size = bn_policy, int(batch_size)
+        self.layout = layout_of(model)
+        named = dict(model.named_parameters())
+        self._params = [named[p.name] for p in self.layout.params]
+        first = self._params[0]
+        self.device = torch.device(device) if device is not None else first.device
+        self._chunks = _as_chunks(data, self.batch_size, self.device)
+        self._n = sum(len(x) for x, _ in self._chunks)
+        self._val = (
+            _as_chunks(val_data, self.batch_size, self.device) if val_data is not None else None
+        )
+        self.splits = ("train", "val") if self._val is not None else ("train",)
+        labels = torch.cat([y for _, y in self._chunks])
+        if num_classes is None and labels.ndim == 1 and not labels.is_floating_point():
+            num_classes = int(labels.max()) + 1
+        self.num_classes = num_classes
+        self._by_class: dict[str, list[Chunks]] = {}
+        self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
+
+    # -- protocol -------------------------------------------------------------------------
+    def policy(self) -> dict[str, Any]:
+        return {
+            "framework": "torch",
+            "torch_version": torch.__version__,
+            "batchnorm": self.bn_policy if self._has_bn else None,
+            "eval_batch_size": self.batch_size,
+            "eval_samples": self._n,
+            "device": str(self.device),
+            "dropout": "off",
+        }
+
+    def snapshot(self) -> Snapshot:
+        with torch.no_grad():
+            flat = [p.detach().reshape(-1).cpu() for p in self._params]
+            dtypes = {t.dtype for t in flat}
+            theta = torch.cat([t.double() for t in flat] if len(dtypes) > 1 else flat).numpy()
+        state = None
+        if self.bn_policy == "running" and self._has_bn:
+            state = {k: b.detach().clone() for k, b in self.model.named_buffers()}
+        return Snapshot(theta.copy(), state)
+
+    def evaluate(
+        self,
+        thetas: Sequence[np.ndarray],
+        *,
+        state: Any = None,
+        split: str = "train",
+        per_class: bool = False,
+    ) -> list[Evaluation]:
+        chunks = self._chunks if split == "train" else self._val
+        if chunks is None:
+            raise ValueError("this backend was built without val_data")
+        with _evaluation_mode(self.model, self.bn_policy):
+            return [self._evaluate_one(theta, state, chunks, split, per_class) for theta in thetas]
+
+    # -- evaluation -----------------------------------------------------------------------
+    def _leaves(self, theta: np.ndarray) -> dict[str, torch.Tensor]:
+        flat = torch.from_numpy(np.ascontiguousarray(theta, dtype=np.float64)).to(self.device)
+        leaves = {}
+        for spec, p, (lo, hi) in zip(
+            self.layout.params,
+            self._params,
+            zip(self.layout.offsets[:-1], self.layout.offsets[1:], strict=True),
+            strict=True,
+        ):
+            leaves[spec.name] = flat[lo:hi].view(p.shape).to(p.dtype).requires_grad_(True)
+        return leaves
+
+    def _buffers(self, state: Any) -> dict[str, torch.Tensor]:
+        source = state if state is not None else dict(self.model.named_buffers())
+        return {k: b.clone() for k, b in source.items()}  # BN may update them in place
+
+    def _pass(
+        self, leaves: dict[str, torch.Tensor], state: Any, chunks: Chunks, total: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Σ over chunks of (n_chunk/total)·loss and its gradient, in float64."""
+        loss64 = torch.zeros((), dtype=torch.float64, device=self.device)
+        grads64 = [
+            torch.zeros(p.shape, dtype=torch.float64, device=self.device) for p in leaves.values()
+        ]
+        buffers = self._buffers(state)
+        for x, y in chunks:
+            out = functional_call(self.model, {**buffers, **leaves}, (x,))
+            loss = self.loss_fn(out, y) * (len(x) / total)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            loss64 += loss.detach().double()
+            for acc, g in zip(grads64, grads, strict=True):
+                if g is not None:
+                    acc += g.double()
+        return loss64, grads64
+
+    def _evaluate_one(
+        self, theta: np.ndarray, state: Any, chunks: Chunks, split: str, per_class: bool
+    ) -> Evaluation:
+        leaves = self._leaves(theta)
+        total = sum(len(x) for x, _ in chunks)
+        if not per_class:
+            loss, grads = self._pass(leaves, state, chunks, total)
+            return Evaluation(float(loss), self._flat(grads))
+        # per class: the set partitioned by label, one pass in total (Σ_c parts = whole)
+        assert self.num_classes is not None
+        if split not in self._by_class:
+            self._by_class[split] = _split_by_class(chunks, self.num_classes, self.batch_size)
+        losses = np.zeros(self.num_classes)
+        grads = np.zeros((self.num_classes, self.layout.size))
+        for c, class_chunks in enumerate(self._by_class[split]):
+            if class_chunks:
+                loss, g = self._pass(leaves, state, class_chunks, total)
+                losses[c], grads[c] = float(loss), self._flat(g)
+        return Evaluation(float(losses.sum()), grads.sum(axis=0), losses, grads)
+
+    @staticmethod
+    def _flat(grads: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat([g.reshape(-1) for g in grads]).cpu().numpy()

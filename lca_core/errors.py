@@ -1,0 +1,39 @@
+"""Errors raised by lca; each message says what was wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class LCAError(Exception):
+    """Base class of every error lca raises on purpose."""
+
+
+class LayoutMismatchError(LCAError, ValueError):
+    """Parameters or gradients do not match the layout the run was started with."""
+
+
+class NonFiniteError(LCAError, FloatingPointError):
+    """A loss, gradient or parameter step is NaN or infinite."""
+
+
+class NondeterministicLossError(LCAError):
+    """The loss is not a pure function of the parameters."""
+
+
+class EmptyEvaluationSetError(LCAError, ValueError):
+    """The evaluation set holds no samples."""
+
+
+class UnknownBackendError(LCAError, LookupError):
+    """No installed backend has the requested name."""
+
+
+class NotARunError(LCAError, FileNotFoundError):
+    """A path does not hold an lca run store."""
+
+
+class FormatVersionError(LCAError):
+    """A run store was written by a newer lca than the one reading it."""
+
+
+class BudgetExceededError(LCAError):
+    """The cumulative residual is over the error budget and ``strict=True`` was asked for."""

@@ -1,0 +1,118 @@
+"""A backend made of plain numpy callables: any parameterized model, and the core's test bed.
+
+Two forms:
+
+* ``FunctionBackend(loss_and_grad, theta0)`` with ``loss_and_grad(theta) -> (loss, grad)``
+  (and optionally ``per_class(theta) -> (class_losses, class_grads)``, weighted parts that
+  sum to the total);
+* ``FunctionBackend(loss_and_grad, theta0, data=(x, y))`` with
+  ``loss_and_grad(theta, x, y) -> (mean loss, grad)``: the backend splits the set by label
+  for per-class LCA and evaluates an optional ``val_data`` for validation LCA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import EmptyEvaluationSetError
+from .layout import Layout
+from .protocol import Evaluation, Snapshot
+
+LossAndGrad = Callable[..., tuple[float, np.ndarray]]
+
+
+def _check_data(data: tuple[np.ndarray, np.ndarray], what: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = (np.asarray(a) for a in data)
+    if len(x) == 0:
+        raise EmptyEvaluationSetError(
+            f"the {what} set is empty; LCA needs at least one sample to evaluate the loss on"
+        )
+    if len(x) != len(y):
+        raise ValueError(f"the {what} set has {len(x)} inputs but {len(y)} labels")
+    return x, y
+
+
+class FunctionBackend:
+    """Evaluates a user's ``loss_and_grad`` at flat float64 parameter vectors."""
+
+    framework = None
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return callable(model)
+
+    def __init__(
+        self,
+        loss_and_grad: LossAndGrad,
+        theta0: np.ndarray | Mapping[str, np.ndarray],
+        *,
+        layout: Layout | None = None,
+        data: tuple[np.ndarray, np.ndarray] | None = None,
+        val_data: tuple[np.ndarray, np.ndarray] | None = None,
+        per_class: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        if isinstance(theta0, Mapping):
+            layout = layout or Layout.from_shapes({k: np.shape(v) for k, v in theta0.items()})
+            theta0 = np.concatenate([np.ravel(v) for v in theta0.values()])
+        theta = np.array(theta0, dtype=np.float64).ravel()
+        self.layout = layout or Layout.from_shapes({"theta": theta.shape})
+        self.layout.check_vector(theta, "theta0")
+        self.params = theta
+        self._fn = loss_and_grad
+        self._per_class_fn = per_class
+        self._data = _check_data(data, "evaluation") if data is not None else None
+        self._val = _check_data(val_data, "validation") if val_data is not None else None
+        if self._data is not None and num_classes is None:
+            labels = self._data[1]
+            if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+                num_classes = int(labels.max()) + 1
+        self.num_classes = num_classes if (self._data is not None or per_class) else None
+        self.splits = ("train", "val") if self._val is not None else ("train",)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.params.copy())
+
+    def policy(self) -> dict[str, Any]:
+        return {"kind": "function", "data": self._data is not None}
+
+    def evaluate(
+        self,
+        thetas: Sequence[np.ndarray],
+        *,
+        state: Any = None,
+        split: str = "train",
+        per_class: bool = False,
+    ) -> list[Evaluation]:
+        return [self._evaluate_one(np.asarray(t, np.float64), split, per_class) for t in thetas]
+
+    def _evaluate_one(self, theta: np.ndarray, split: str, per_class: bool) -> Evaluation:
+        if self._data is None:
+            if split != "train":
+                raise ValueError("this FunctionBackend has no validation data")
+            loss, grad = self._fn(theta)
+            ev = Evaluation(float(loss), np.asarray(grad, dtype=np.float64))
+            if per_class and self._per_class_fn is not None:
+                cl, cg = self._per_class_fn(theta)
+                ev.class_losses, ev.class_grads = np.asarray(cl, float), np.asarray(cg, float)
+            return ev
+        x, y = self._data if split == "train" else self._val  # type: ignore[misc]
+        if not per_class:
+            loss, grad = self._fn(theta, x, y)
+            return Evaluation(float(loss), np.asarray(grad, dtype=np.float64))
+        # L = Σ_c (N_c/N)·L_c: the per-class passes add up to one pass over the set
+        assert self.num_classes is not None
+        class_losses = np.zeros(self.num_classes)
+        class_grads = np.zeros((self.num_classes, self.layout.size))
+        for c in range(self.num_classes):
+            mask = y == c
+            if mask.any():
+                lc, gc = self._fn(theta, x[mask], y[mask])
+                w = mask.sum() / len(y)
+                class_losses[c], class_grads[c] = w * lc, w * np.asarray(gc, np.float64)
+        return Evaluation(
+            float(class_losses.sum()), class_grads.sum(axis=0), class_losses, class_grads
+        )

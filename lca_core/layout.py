@@ -1,0 +1,164 @@
+"""The layout of a model's trainable parameters as one flat float vector.
+
+Every backend maps its parameters to a flat vector θ ∈ R^K in layout order; the core only
+ever sees flat numpy vectors, so allocation, storage and analysis are framework-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .errors import LayoutMismatchError
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One trainable parameter: where it lives in θ and which layer owns it.
+
+    ``neuron_axis`` is the axis that indexes output neurons / channels (None for scalars),
+    so analyses can sum a parameter's LCA per neuron.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layer: str
+    neuron_axis: int | None = None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "layer": self.layer,
+            "neuron_axis": self.neuron_axis,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ParamSpec:
+        return cls(
+            name=str(d["name"]),
+            shape=tuple(int(s) for s in d["shape"]),
+            dtype=str(d["dtype"]),
+            layer=str(d["layer"]),
+            neuron_axis=None if d.get("neuron_axis") is None else int(d["neuron_axis"]),
+        )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An ordered tuple of :class:`ParamSpec`; θ is their concatenation, each raveled in C order."""
+
+    params: tuple[ParamSpec, ...]
+    _names: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise LayoutMismatchError(f"parameter names must be unique; repeated: {dup}")
+        if not names or sum(p.size for p in self.params) == 0:
+            raise LayoutMismatchError(
+                "the model has no trainable parameters; nothing can be allocated "
+                "(check requires_grad / trainable flags)"
+            )
+        object.__setattr__(self, "_names", {n: i for i, n in enumerate(names)})
+
+    @classmethod
+    def from_shapes(cls, shapes: Mapping[str, tuple[int, ...]], dtype: str = "float64") -> Layout:
+        """A layout with one layer per parameter (handy for plain numpy models)."""
+        return cls(
+            tuple(
+                ParamSpec(name, tuple(shape), dtype, name, 0 if len(shape) else None)
+                for name, shape in shapes.items()
+            )
+        )
+
+    @property
+    def size(self) -> int:
+        return int(self.offsets[-1])
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """Start of each parameter in θ, plus the total size at the end."""
+        return np.concatenate([[0], np.cumsum([p.size for p in self.params])]).astype(np.int64)
+
+    @cached_property
+    def layers(self) -> tuple[str, ...]:
+        """Layer names in order of first appearance."""
+        return tuple(dict.fromkeys(p.layer for p in self.params))
+
+    @cached_property
+    def param_layer(self) -> np.ndarray:
+        """For each parameter, the index of its layer in :attr:`layers`."""
+        index = {name: i for i, name in enumerate(self.layers)}
+        return np.array([index[p.layer] for p in self.params], dtype=np.int64)
+
+    def param(self, name: str) -> ParamSpec:
+        try:
+            return self.params[self._names[name]]
+        except KeyError:
+            raise KeyError(
+                f"no parameter named {name!r}; parameters: {list(self._names)}"
+            ) from None
+
+    def slice_of(self, name: str) -> slice:
+        i = self._names[name]
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def layer_params(self, layer: str) -> tuple[ParamSpec, ...]:
+        found = tuple(p for p in self.params if p.layer == layer)
+        if not found:
+            raise KeyError(f"no layer named {layer!r}; layers: {list(self.layers)}")
+        return found
+
+    @cached_property
+    def _layer_matrix(self) -> np.ndarray:
+        m = np.zeros((len(self.params), len(self.layers)), dtype=np.int64)
+        m[np.arange(len(self.params)), self.param_layer] = 1
+        return m
+
+    def reduce_by_param(self, values: np.ndarray) -> np.ndarray:
+        """Sum a (..., K) array over each parameter's coordinates → (..., n_params)."""
+        sizes = np.diff(self.offsets)
+        starts = np.minimum(self.offsets[:-1], max(self.size - 1, 0))
+        out = np.add.reduceat(values, starts, axis=-1)
+        out[..., sizes == 0] = 0  # reduceat yields the start element for empty segments
+        return out
+
+    def reduce_by_layer(self, values: np.ndarray) -> np.ndarray:
+        """Sum a (..., K) array over each layer's coordinates → (..., n_layers)."""
+        return self.reduce_by_param(values) @ self._layer_matrix.astype(values.dtype)
+
+    def split(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Views of a flat vector, one per parameter, in its shape."""
+        self.check_vector(theta, "vector")
+        return {
+            p.name: theta[self.offsets[i] : self.offsets[i + 1]].reshape(p.shape)
+            for i, p in enumerate(self.params)
+        }
+
+    def check_vector(self, vec: np.ndarray, what: str) -> None:
+        if vec.ndim != 1 or vec.shape[0] != self.size:
+            raise LayoutMismatchError(
+                f"{what} has shape {tuple(vec.shape)} but the layout holds {self.size} values "
+                f"in {len(self.params)} parameters; did the model's trainable parameters change "
+                "between steps (a layer frozen, added or resized)? Start a new run for a new "
+                "layout."
+            )
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in self.params]
+
+    @classmethod
+    def from_list(cls, items: Iterable[Mapping[str, Any]]) -> Layout:
+        return cls(tuple(ParamSpec.from_dict(d) for d in items))

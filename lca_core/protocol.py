@@ -1,0 +1,76 @@
+"""What a backend must provide so the core can allocate loss changes for its models.
+
+The core talks to frameworks only through this protocol: flat float vectors in, losses
+and flat gradients (float64, reduced over the whole evaluation set) out. See
+``docs/backends.md`` for a walk-through of writing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .layout import Layout
+
+
+@dataclass
+class Evaluation:
+    """Mean loss and its gradient over one evaluation set at one point θ.
+
+    ``class_losses`` / ``class_grads`` (optional) are the *weighted* per-class parts,
+    (N_c/N)·L_c and (N_c/N)·∇L_c, so that they sum over classes to ``loss`` and ``grad``.
+    """
+
+    loss: float
+    grad: np.ndarray
+    class_losses: np.ndarray | None = None
+    class_grads: np.ndarray | None = None
+
+
+@dataclass
+class Snapshot:
+    """The model's state at one moment: the flat parameters and, when the evaluation
+    policy depends on it, an opaque non-trainable state (e.g. BatchNorm running stats)."""
+
+    theta: np.ndarray
+    state: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The contract between the core and a framework.
+
+    ``evaluate`` receives every new quadrature node of a refinement round at once, so a
+    backend may batch them (vmap, larger chunks). It must not change the user's model:
+    parameters, buffers, RNG state and accumulated gradients are restored afterwards.
+    """
+
+    #: the layout of the trainable parameters, fixed for the backend's lifetime
+    layout: Layout
+    #: number of classes when per-class evaluation is supported, else None
+    num_classes: int | None
+    #: evaluation sets the backend holds: always "train", plus "val" when given
+    splits: tuple[str, ...]
+
+    def snapshot(self) -> Snapshot:
+        """The current parameters (flat, in the model's own dtype) and evaluation state."""
+        ...
+
+    def evaluate(
+        self,
+        thetas: Sequence[np.ndarray],
+        *,
+        state: Any = None,
+        split: str = "train",
+        per_class: bool = False,
+    ) -> list[Evaluation]:
+        """Loss and gradient at each θ (float64 vectors), under the given evaluation state."""
+        ...
+
+    def policy(self) -> Mapping[str, Any]:
+        """How the loss is evaluated (BatchNorm mode, chunk size, …), recorded in the run."""
+        ...

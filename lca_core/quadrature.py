@@ -1,0 +1,93 @@
+"""Quadrature rules for the path integral ḡ = ∫₀¹ ∇L(θ + sΔ) ds, with nested nodes.
+
+``n`` counts sub-intervals of [0, 1]: trapezoid uses n ≥ 1, Simpson an even n ≥ 2 (n = 2 is
+the paper's "RK4" rule). Doubling n keeps every old node, so refinement only evaluates the
+n new odd nodes; :class:`NestedSum` keeps per-group gradient sums so memory stays constant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RULES: tuple[str, ...] = ("first_order", "trapezoid", "simpson")
+
+
+def check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise ValueError(f"unknown quadrature rule {rule!r}; choose one of {list(RULES)}")
+    return rule
+
+
+def initial_panels(rule: str) -> int:
+    """Sub-intervals a rule starts with: its cheapest form."""
+    return {"first_order": 1, "trapezoid": 1, "simpson": 2}[check_rule(rule)]
+
+
+def refinable(rule: str) -> bool:
+    """first_order is the paper's one-point rule; refining it would make it another rule."""
+    return check_rule(rule) != "first_order"
+
+
+def nodes(rule: str, n: int) -> np.ndarray:
+    """Nodes s_j in [0, 1] of ``rule`` with ``n`` sub-intervals."""
+    _check_n(rule, n)
+    if rule == "first_order":
+        return np.zeros(1)
+    return np.arange(n + 1) / n
+
+
+def weights(rule: str, n: int) -> np.ndarray:
+    """Weights w_j matching :func:`nodes`; they sum to 1."""
+    _check_n(rule, n)
+    if rule == "first_order":
+        return np.ones(1)
+    if rule == "trapezoid":
+        w = np.full(n + 1, 2.0)
+        w[[0, -1]] = 1.0
+        return w / (2 * n)
+    w = np.where(np.arange(n + 1) % 2 == 1, 4.0, 2.0)
+    w[[0, -1]] = 1.0
+    return w / (3 * n)
+
+
+def refinement_nodes(n: int) -> np.ndarray:
+    """The nodes added when n sub-intervals become 2n: the odd multiples of 1/(2n)."""
+    return (2 * np.arange(n) + 1) / (2 * n)
+
+
+def _check_n(rule: str, n: int) -> None:
+    check_rule(rule)
+    if n < 1 or (rule == "simpson" and n % 2) or (rule == "first_order" and n != 1):
+        raise ValueError(f"{rule} cannot use {n} sub-intervals")
+
+
+class NestedSum:
+    """Running quadrature over nested node sets, storing only group sums of gradients.
+
+    Works for any array shape (a gradient (K,), per-class gradients (C, K)). Interior
+    nodes are split by index parity, which is all Simpson needs; trapezoid adds them up.
+    """
+
+    def __init__(self, rule: str, g0: np.ndarray, g1: np.ndarray, interior: list[np.ndarray]):
+        self.rule = check_rule(rule)
+        self.n = initial_panels(rule)
+        self.g0 = g0
+        self.ends = g0 + g1
+        # initial interior nodes: simpson has one (s = 1/2, odd index); trapezoid none
+        self.odd = sum(interior) if interior else np.zeros_like(g0)
+        self.even = np.zeros_like(g0)
+
+    def value(self) -> np.ndarray:
+        if self.rule == "first_order":
+            return self.g0
+        if self.rule == "trapezoid":
+            return (0.5 * self.ends + self.odd + self.even) / self.n
+        return (self.ends + 4.0 * self.odd + 2.0 * self.even) / (3.0 * self.n)
+
+    def refine(self, new: list[np.ndarray]) -> None:
+        """Add the gradients at :func:`refinement_nodes` (self.n) and double n."""
+        if len(new) != self.n:
+            raise ValueError(f"refining {self.n} sub-intervals needs {self.n} new nodes")
+        self.even = self.even + self.odd
+        self.odd = sum(new)
+        self.n *= 2

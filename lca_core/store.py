@@ -1,0 +1,288 @@
+"""The run store: one zarr v3 directory per run, written as training goes, read back anywhere.
+
+Arrays grow along their first axis, one row per step (``step`` arrays, T rows) or per point
+θ_0…θ_T (``point`` arrays, T+1 rows). Rows are buffered and written by whole chunks; the
+number of committed rows lives in the group attribute ``lca_commit``, replaced atomically
+(zarr's local store writes metadata by rename) only after the data
+it counts is on disk. A run killed at any moment therefore reopens at its last whole step,
+and appending resumes there. Metadata is JSON; arrays are plain numeric — no pickles.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .errors import FormatVersionError, LayoutMismatchError, NotARunError
+from .layout import Layout
+
+FORMAT = "lca-run"
+FORMAT_VERSION = 1
+COMMIT_KEY = "lca_commit"
+#: target bytes of one chunk of the widest array; bounds the writer's memory
+CHUNK_BYTES = 32 * 2**20
+MAX_CHUNK_STEPS = 64
+MAX_CHUNK_COLS = 2**22
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One stored array: its row kind, stream (commit counter), dtype and row shape."""
+
+    name: str
+    row_shape: tuple[int, ...]
+    dtype: str
+    point: bool = False  # T+1 rows (one per θ_t) instead of T (one per step)
+    stream: str = "lca"  # "lca" (allocation results) or "trajectory" (recorded θ_t)
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+def trajectory_dtype(layout: Layout) -> str:
+    """θ is stored in the parameters' own dtype (float64 when they differ: exact for all)."""
+    dtypes = {p.dtype for p in layout.params}
+    return dtypes.pop() if len(dtypes) == 1 else "float64"
+
+
+def array_specs(
+    layout: Layout,
+    *,
+    num_classes: int | None = None,
+    validation: bool = False,
+    store_params: bool = False,
+    store_trajectory: bool = False,
+    store_grads: bool = False,
+    lca: bool = True,
+) -> list[ArraySpec]:
+    """The arrays a run holds for the chosen options (DESIGN §3)."""
+    n_layers, k = len(layout.layers), layout.size
+    specs: list[ArraySpec] = []
+    if lca:
+        specs += [
+            ArraySpec("losses", (), "float64", point=True),
+            ArraySpec("step_index", (), "int64"),
+            ArraySpec("residuals", (), "float64"),
+            ArraySpec("drift", (), "float64"),
+            ArraySpec("panels", (), "int32"),
+            ArraySpec("converged", (), "bool"),
+            ArraySpec("layer_lca", (n_layers,), "float64"),
+            ArraySpec("layer_counts", (n_layers, 3), "int64"),
+        ]
+        if store_params:
+            specs.append(ArraySpec("param_lca", (k,), "float32"))
+        if num_classes:
+            specs += [
+                ArraySpec("class_losses", (num_classes,), "float64", point=True),
+                ArraySpec("class_layer_lca", (num_classes, n_layers), "float64"),
+            ]
+        if validation:
+            specs += [
+                ArraySpec("val_losses", (), "float64", point=True),
+                ArraySpec("val_layer_lca", (n_layers,), "float64"),
+                ArraySpec("val_residuals", (), "float64"),
+            ]
+        if store_grads:
+            specs.append(ArraySpec("grads", (k,), "float32", point=True))
+    if store_trajectory:
+        specs.append(
+            ArraySpec("theta", (k,), trajectory_dtype(layout), point=True, stream="trajectory")
+        )
+    return specs
+
+
+def _read_commit(group: zarr.Group) -> dict[str, int]:
+    return {k: int(v) for k, v in dict(group.attrs.get(COMMIT_KEY, {})).items()}
+
+
+def _write_commit(group: zarr.Group, counters: Mapping[str, int]) -> None:
+    # zarr's local store replaces zarr.json atomically, so a kill leaves old or new counters
+    group.update_attributes({COMMIT_KEY: dict(counters)})
+
+
+def _open_group(path: Path, mode: str) -> tuple[zarr.Group, dict[str, Any]]:
+    """Open a run's group and check it is an lca run of a format we can read."""
+    if not (path / "zarr.json").is_file():
+        raise NotARunError(
+            f"{path} is not an lca run (no zarr.json there); pass the directory a Tracker, "
+            "callback or `lca demo --out` wrote"
+        )
+    group = zarr.open_group(str(path), mode=mode)
+    meta = group.attrs.get("lca")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise NotARunError(f"{path} is a zarr group but not an lca run (no 'lca' attributes)")
+    version = int(meta.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{path} was written in run format {version}, newer than this lca reads "
+            f"({FORMAT_VERSION}); upgrade with `pip install -U loss-change-allocation`"
+        )
+    return group, meta
+
+
+class RunWriter:
+    """Appends rows to a run store, buffered by whole chunks, committing atomically.
+
+    ``mode="w"`` creates a new run (refusing to overwrite a non-empty directory unless
+    ``overwrite=True``); ``mode="a"`` reopens one and continues after its last committed row.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        layout: Layout,
+        specs: list[ArraySpec],
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        mode: str = "w",
+        overwrite: bool = False,
+        flush_seconds: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.layout = layout
+        self.flush_seconds = flush_seconds
+        widest = max((s.row_bytes for s in specs), default=8)
+        self.chunk_steps = int(np.clip(CHUNK_BYTES // max(widest, 1), 1, MAX_CHUNK_STEPS))
+        if mode == "w":
+            self._create(specs, attrs or {}, overwrite)
+        elif mode == "a":
+            self._reopen(specs, attrs or {})
+        else:
+            raise ValueError(f"mode must be 'w' (new run) or 'a' (append), not {mode!r}")
+        self.specs = {s.name: s for s in specs}
+        self._pending: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
+        # first row each array's pending buffer will be written at
+        self._start = {s.name: self._valid_rows(s) for s in specs}
+        self._uncommitted: dict[str, int] = {}
+        self._last_flush = time.monotonic()
+
+    # -- creation and reopening -------------------------------------------------------
+    def _create(self, specs: list[ArraySpec], attrs: Mapping[str, Any], overwrite: bool) -> None:
+        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+            raise FileExistsError(
+                f"{self.path} already exists and is not empty; choose a new directory, pass "
+                "overwrite=True to replace it, or resume=True to append to the run in it"
+            )
+        self.group = zarr.open_group(str(self.path), mode="w")
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "layout": self.layout.to_list(),
+            "layers": list(self.layout.layers),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **attrs,
+        }
+        self.group.attrs["lca"] = meta
+        for s in specs:
+            self._create_array(s)
+        self.counters = {"lca": 0, "trajectory": 0, "lca_started": 0, "trajectory_started": 0}
+        _write_commit(self.group, self.counters)
+
+    def _create_array(self, s: ArraySpec) -> None:
+        cols = tuple(min(d, MAX_CHUNK_COLS) for d in s.row_shape)
+        self.group.create_array(
+            s.name,
+            shape=(0, *s.row_shape),
+            chunks=(self.chunk_steps, *cols),
+            dtype=s.dtype,
+            fill_value=False if s.dtype == "bool" else 0,
+        )
+
+    def _reopen(self, specs: list[ArraySpec], attrs: Mapping[str, Any]) -> None:
+        self.group, meta = _open_group(self.path, "r+")
+        stored = Layout.from_list(meta["layout"])
+        if stored != self.layout:
+            raise LayoutMismatchError(
+                f"{self.path} was written for a different parameter layout "
+                f"({stored.size} values in {len(stored.params)} parameters; now "
+                f"{self.layout.size} in {len(self.layout.params)}); resume only the same model"
+            )
+        self.group.attrs["lca"] = {**meta, **attrs}
+        self.counters = _read_commit(self.group)
+        existing = set(self.group.array_keys())
+        for s in specs:
+            if s.name not in existing:
+                self._create_array(s)
+
+    def _valid_rows(self, s: ArraySpec) -> int:
+        n = self.counters[s.stream]
+        return n + 1 if s.point and self.counters[f"{s.stream}_started"] else n
+
+    # -- writing ----------------------------------------------------------------------
+    def start(self, stream: str, point_row: Mapping[str, np.ndarray]) -> None:
+        """Write the row of θ_n (n = steps committed so far) that a stream starts from."""
+        n = self.counters[stream]
+        for name, value in point_row.items():
+            spec = self.specs[name]
+            if not spec.point or spec.stream != stream:
+                raise ValueError(f"{name} is not a point array of stream {stream!r}")
+            self._pending[name] = [np.asarray(value, dtype=spec.dtype)]
+            self._start[name] = n
+        self.counters[f"{stream}_started"] = 1
+        self.flush()
+
+    def append(
+        self,
+        stream: str,
+        step_row: Mapping[str, np.ndarray],
+        point_row: Mapping[str, np.ndarray],
+    ) -> None:
+        """Add one step: its step-array rows and the point rows of θ_{t+1}."""
+        for rows in (step_row, point_row):
+            for name, value in rows.items():
+                spec = self.specs[name]
+                arr = np.asarray(value, dtype=spec.dtype)
+                if arr.shape != spec.row_shape:
+                    raise LayoutMismatchError(
+                        f"row for {name} has shape {arr.shape}, the run stores {spec.row_shape}"
+                    )
+                self._pending[name].append(arr)
+        self._uncommitted[stream] = self._uncommitted.get(stream, 0) + 1
+        full = any(len(v) >= self.chunk_steps for v in self._pending.values())
+        if full or time.monotonic() - self._last_flush > self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered rows, then record them as committed (atomically)."""
+        for name, rows in self._pending.items():
+            if not rows:
+                continue
+            start = self._start[name]
+            arr = self.group[name]
+            stop = start + len(rows)
+            if arr.shape[0] != stop:
+                arr.resize((stop, *arr.shape[1:]))
+            arr[start:stop] = np.stack(rows)
+            self._start[name] = stop
+            self._pending[name] = []
+        for stream, n in self._uncommitted.items():
+            self.counters[stream] += n
+        self._uncommitted = {}
+        _write_commit(self.group, self.counters)
+        self._last_flush = time.monotonic()
+
+    def update_attrs(self, **values: Any) -> None:
+        meta = dict(self.group.attrs["lca"])
+        meta.update(values)
+        self.group.attrs["lca"] = meta
+
+    @property
+    def steps(self) -> int:
+        """Steps committed plus those buffered."""
+        return self.counters["lca"] + self._uncommitted.get("lca", 0)
+
+    def close(self) -> None:
+        self.flush()
+
+
+def committed_counts(path: str | os.PathLike[str]) -> dict[str, int]:
+    """The committed row counters of a run (what survives a crash)."""
+    return _read_commit(_open_group(Path(path), "r")[0])

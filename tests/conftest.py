@@ -1,0 +1,16 @@
+"""Test-wide settings: a bounded hypothesis profile for CI, no GUI for matplotlib."""
+
+import os
+import tempfile
+
+from hypothesis import HealthCheck, settings
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="lca-mpl-"))
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="lca-keras-"))
+
+settings.register_profile(
+    "ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -1,0 +1,58 @@
+"""Numpy losses with analytic gradients, used across the core tests."""
+
+import numpy as np
+
+from lca_core.numpy_models import MLP
+
+
+def cubic(seed: int, k: int):
+    """L(θ) = ½θᵀAθ + bᵀθ + Σ c_i θ_i³ — Simpson integrates its gradient exactly."""
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=(k, k))
+    a, b, c = m @ m.T / k, rng.normal(size=k), rng.normal(size=k) / 3
+
+    def loss_and_grad(theta):
+        return 0.5 * theta @ a @ theta + b @ theta + c @ theta**3, a @ theta + b + 3 * c * theta**2
+
+    return loss_and_grad
+
+
+def linear(seed: int, k: int):
+    b = np.random.default_rng(seed).normal(size=k)
+    return lambda theta: (float(b @ theta), b.copy())
+
+
+def logistic_data(seed: int, n: int = 200, d: int = 5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = (x @ rng.normal(size=d) + 0.3 * rng.normal(size=n) > 0).astype(np.int64)
+    return x, y
+
+
+def logistic(theta, x, y):
+    """Mean logistic loss of a linear model with bias (last coordinate)."""
+    z = x @ theta[:-1] + theta[-1]
+    p = 1.0 / (1.0 + np.exp(-z))
+    loss = np.mean(np.logaddexp(0.0, z) - y * z)
+    r = (p - y) / len(y)
+    return float(loss), np.concatenate([x.T @ r, [r.sum()]])
+
+
+def sgd(loss_and_grad, theta, lr, steps, *args):
+    """A plain gradient-descent trajectory θ_0…θ_steps."""
+    out = [theta.copy()]
+    for _ in range(steps):
+        theta = theta - lr * loss_and_grad(theta, *args)[1]
+        out.append(theta.copy())
+    return out
+
+
+def digits_like(seed: int = 0, n: int = 300, d: int = 16, classes: int = 4):
+    """Gaussian blobs: a small classification set with integer labels."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=2.0, size=(classes, d))
+    y = rng.integers(0, classes, size=n)
+    return centers[y] + rng.normal(size=(n, d)), y
+
+
+__all__ = ["MLP", "cubic", "digits_like", "linear", "logistic", "logistic_data", "sgd"]

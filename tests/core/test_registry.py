@@ -1,0 +1,76 @@
+import subprocess
+import sys
+import warnings
+from importlib.metadata import EntryPoint
+
+import numpy as np
+import pytest
+
+import lca_core.registry as registry
+from lca_core import (
+    FunctionBackend,
+    UnknownBackendError,
+    available_backends,
+    create_backend,
+    load_backend,
+)
+from lca_core.cli import main
+from tests.core.models import cubic
+
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
+
+
+def test_importing_the_core_and_listing_backends_imports_no_framework():
+    code = (
+        "import sys, lca_core; names = lca_core.available_backends(); "
+        f"print(sorted(set(sys.modules) & set({FRAMEWORKS!r})), 'function' in names)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True"]
+
+
+def test_unknown_backend_lists_the_installed_ones():
+    with pytest.raises(UnknownBackendError, match=r"installed: \[.*'function'"):
+        load_backend("mxnet")
+
+
+def fake_entry_points(extra):
+    real = registry._entry_points()
+
+    def patched():
+        return {**real, **{ep.name: ep for ep in extra}}
+
+    return patched
+
+
+def test_a_broken_plugin_is_a_warning_naming_it(monkeypatch):
+    broken = EntryPoint("json", "lca_no_such_module:Backend", registry.GROUP)
+    monkeypatch.setattr(registry, "_entry_points", fake_entry_points([broken]))
+    with pytest.warns(RuntimeWarning, match="'json'.*lca_no_such_module"):
+        backend = create_backend(cubic(0, 2), np.ones(2))  # json is imported: it is tried
+    assert isinstance(backend, FunctionBackend)
+    with pytest.raises(Exception, match="failed to load"):
+        load_backend("json")
+
+
+def test_explicit_backend_wins(monkeypatch):
+    class Recorder(FunctionBackend):
+        pass
+
+    fn = cubic(0, 2)
+    assert type(create_backend(fn, np.ones(2), backend=Recorder)) is Recorder
+    ready = FunctionBackend(fn, np.ones(2))
+    assert create_backend(object(), backend=ready) is ready
+    assert type(create_backend(fn, np.ones(2), backend="function")) is FunctionBackend
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UnknownBackendError, match="no installed lca backend accepts"):
+            create_backend(object())
+
+
+def test_lca_info_lists_backends_and_frameworks(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "function" in out and "lca_core.function_backend:FunctionBackend" in out
+    assert set(available_backends()) <= set(out.split())
+    assert "numpy" in out and "frameworks:" in out
