@@ -227,8 +227,10 @@ class Allocator:
         self.layout.check_vector(np.asarray(snapshot.theta), "the parameter vector")
         return snapshot
 
-    def _verify_deterministic(self, theta: np.ndarray, state: Any, first: Evaluation) -> None:
-        again = self._evaluate([theta], state, "train", "θ_0 (determinism check)")[0]
+    def _deterministic_start(self, theta: np.ndarray, state: Any, where: str) -> Evaluation:
+        """Evaluate θ twice in one call (so a backend that restores the RNG state between
+        calls cannot hide a stochastic loss) and refuse a loss that is not pure."""
+        first, again = self._evaluate([theta, theta], state, "train", f"{where} (twice)")
         rtol = self.determinism_rtol
         loss_ok = abs(again.loss - first.loss) <= rtol * max(abs(first.loss), 1e-12)
         scale = np.linalg.norm(first.grad)
@@ -242,15 +244,25 @@ class Allocator:
                 "set that is shuffled. Evaluate with dropout off, no augmentation and a fixed, "
                 "unshuffled evaluation set."
             )
+        return first
 
     # -- the steps ------------------------------------------------------------------------
     def start(self, snapshot: Snapshot | np.ndarray | None = None) -> float:
         """Evaluate the starting point θ_0 (or the point a resumed run continues from)."""
         snap = self._as_snapshot(snapshot)
         theta = np.asarray(snap.theta, dtype=np.float64)
-        evals = self._evaluate_point(theta, snap.state, f"θ_{self._step}")
+        where = f"θ_{self._step}"
         if self.check_determinism:
-            self._verify_deterministic(theta, snap.state, evals["train"])
+            evals = {"train": self._deterministic_start(theta, snap.state, where)}
+            evals.update(
+                {
+                    s: self._evaluate([theta], snap.state, s, where)[0]
+                    for s in self.splits
+                    if s != "train"
+                }
+            )
+        else:
+            evals = self._evaluate_point(theta, snap.state, where)
         self._point = _Point(snap, theta, evals)
         self._history["losses"].append(evals["train"].loss)
         if self.writer is not None:
@@ -327,7 +339,8 @@ class Allocator:
 
     @staticmethod
     def _residual(e0: Evaluation, e1: Evaluation, delta: np.ndarray, g: NestedSum) -> float:
-        return float((e1.loss - e0.loss) - delta @ g.value())
+        # an elementwise product and pairwise sum: no BLAS call (see Layout.reduce_by_layer)
+        return float((e1.loss - e0.loss) - (delta * g.value()).sum())
 
     def _finish_step(
         self,

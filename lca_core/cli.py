@@ -83,6 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except LCAError as exc:
+    except (LCAError, FileExistsError) as exc:
         print(f"lca: error: {exc}", file=sys.stderr)
         return 2

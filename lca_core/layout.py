@@ -122,10 +122,8 @@ class Layout:
         return found
 
     @cached_property
-    def _layer_matrix(self) -> np.ndarray:
-        m = np.zeros((len(self.params), len(self.layers)), dtype=np.int64)
-        m[np.arange(len(self.params)), self.param_layer] = 1
-        return m
+    def _layer_members(self) -> list[np.ndarray]:
+        return [np.flatnonzero(self.param_layer == j) for j in range(len(self.layers))]
 
     def reduce_by_param(self, values: np.ndarray) -> np.ndarray:
         """Sum a (..., K) array over each parameter's coordinates → (..., n_params)."""
@@ -137,7 +135,9 @@ class Layout:
 
     def reduce_by_layer(self, values: np.ndarray) -> np.ndarray:
         """Sum a (..., K) array over each layer's coordinates → (..., n_layers)."""
-        return self.reduce_by_param(values) @ self._layer_matrix.astype(values.dtype)
+        # no BLAS here: it would wake OpenBLAS threads that fight the framework's own pool
+        per_param = self.reduce_by_param(values)
+        return np.stack([per_param[..., m].sum(axis=-1) for m in self._layer_members], axis=-1)
 
     def split(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Views of a flat vector, one per parameter, in its shape."""

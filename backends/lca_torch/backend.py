@@ -148,6 +148,8 @@ class TorchBackend:
         self.num_classes = num_classes
         self._by_class: dict[str, list[Chunks]] = {}
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
+        dtypes = {p.dtype for p in self._params}
+        self._dtype = dtypes.pop() if len(dtypes) == 1 else None
 
     # -- protocol -------------------------------------------------------------------------
     def policy(self) -> dict[str, Any]:
@@ -187,12 +189,18 @@ class TorchBackend:
 
     # -- evaluation -----------------------------------------------------------------------
     def _leaves(self, theta: np.ndarray) -> dict[str, torch.Tensor]:
-        flat = torch.from_numpy(np.ascontiguousarray(theta, dtype=np.float64)).to(self.device)
+        """Parameters as fresh leaf tensors: views of one vector cast to the model's dtype."""
+        flat = torch.from_numpy(np.ascontiguousarray(theta, dtype=np.float64))
+        if self._dtype is not None:  # one dtype for all: cast once, then view
+            flat = flat.to(self.device, self._dtype)
+        else:
+            flat = flat.to(self.device)
         leaves = {}
-        for spec, p, (lo, hi) in zip(
+        for spec, p, lo, hi in zip(
             self.layout.params,
             self._params,
-            zip(self.layout.offsets[:-1], self.layout.offsets[1:], strict=True),
+            self.layout.offsets[:-1],
+            self.layout.offsets[1:],
             strict=True,
         ):
             leaves[spec.name] = flat[lo:hi].view(p.shape).to(p.dtype).requires_grad_(True)
@@ -204,22 +212,19 @@ class TorchBackend:
 
     def _pass(
         self, leaves: dict[str, torch.Tensor], state: Any, chunks: Chunks, total: int
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Σ over chunks of (n_chunk/total)·loss and its gradient, in float64."""
+    ) -> tuple[float, np.ndarray]:
+        """Σ over chunks of (n_chunk/total)·loss and its flat gradient, in float64."""
+        params = list(leaves.values())
         loss64 = torch.zeros((), dtype=torch.float64, device=self.device)
-        grads64 = [
-            torch.zeros(p.shape, dtype=torch.float64, device=self.device) for p in leaves.values()
-        ]
+        grad64 = torch.zeros(self.layout.size, dtype=torch.float64, device=self.device)
         buffers = self._buffers(state)
         for x, y in chunks:
             out = functional_call(self.model, {**buffers, **leaves}, (x,))
             loss = self.loss_fn(out, y) * (len(x) / total)
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            grads = torch.autograd.grad(loss, params, materialize_grads=True)
             loss64 += loss.detach().double()
-            for acc, g in zip(grads64, grads, strict=True):
-                if g is not None:
-                    acc += g.double()
-        return loss64, grads64
+            grad64 += torch.cat([g.reshape(-1) for g in grads]).double()
+        return float(loss64), grad64.cpu().numpy()
 
     def _evaluate_one(
         self, theta: np.ndarray, state: Any, chunks: Chunks, split: str, per_class: bool
@@ -227,8 +232,7 @@ class TorchBackend:
         leaves = self._leaves(theta)
         total = sum(len(x) for x, _ in chunks)
         if not per_class:
-            loss, grads = self._pass(leaves, state, chunks, total)
-            return Evaluation(float(loss), self._flat(grads))
+            return Evaluation(*self._pass(leaves, state, chunks, total))
         # per class: the set partitioned by label, one pass in total (Σ_c parts = whole)
         assert self.num_classes is not None
         if split not in self._by_class:
@@ -237,10 +241,5 @@ class TorchBackend:
         grads = np.zeros((self.num_classes, self.layout.size))
         for c, class_chunks in enumerate(self._by_class[split]):
             if class_chunks:
-                loss, g = self._pass(leaves, state, class_chunks, total)
-                losses[c], grads[c] = float(loss), self._flat(g)
+                losses[c], grads[c] = self._pass(leaves, state, class_chunks, total)
         return Evaluation(float(losses.sum()), grads.sum(axis=0), losses, grads)
-
-    @staticmethod
-    def _flat(grads: list[torch.Tensor]) -> np.ndarray:
-        return torch.cat([g.reshape(-1) for g in grads]).cpu().numpy()

@@ -1,3 +1,5 @@
+import importlib.util
+import os
 import subprocess
 import sys
 import warnings
@@ -74,3 +76,11 @@ def test_lca_info_lists_backends_and_frameworks(capsys):
     assert "function" in out and "lca_core.function_backend:FunctionBackend" in out
     assert set(available_backends()) <= set(out.split())
     assert "numpy" in out and "frameworks:" in out
+
+
+@pytest.mark.skipif(
+    os.environ.get("LCA_TOX_ENV") != "core", reason="checks the tox `core` environment itself"
+)
+def test_the_core_environment_has_no_framework_installed():
+    present = [name for name in FRAMEWORKS if importlib.util.find_spec(name) is not None]
+    assert present == [], f"the core env must prove lca_core works alone; found {present}"

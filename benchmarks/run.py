@@ -1,0 +1,47 @@
+"""Benchmark runner: `python benchmarks/run.py [--quick] [core] [torch]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = {"core": "bench_core", "torch": "bench_torch"}
+
+
+def markdown(title: str, header: list[str], rows: list[list[str]], notes: str) -> str:
+    lines = [
+        f"## {title}",
+        "",
+        f"_{time.strftime('%Y-%m-%d')} · {platform.processor() or platform.machine()} · "
+        f"Python {platform.python_version()}_",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join([*lines, "", notes, ""])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    (HERE / "results").mkdir(exist_ok=True)
+    for name in args.names:
+        module = importlib.import_module(BENCHMARKS[name])
+        title, header, rows, notes = module.run(quick=args.quick)
+        text = markdown(title, header, rows, notes)
+        print(text)
+        (HERE / "results" / f"{name}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The Lightning callback (the tox `torch` env installs Lightning, so this runs in CI)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("lightning")
+import lightning as L
+from lca_torch import LCACallback
+
+from lca_core import open_run
+from tests.torch.conftest import mlp
+
+
+class Module(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = mlp()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_one_optimizer_step_is_one_lca_step(digits, tmp_path, accumulate):
+    x, y, _, _ = digits
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=50)
+    callback = LCACallback(nn.CrossEntropyLoss(), (x, y), tmp_path / "run")
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[callback],
+        accumulate_grad_batches=accumulate,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(Module(), loader)
+    run = open_run(tmp_path / "run")
+    assert run.steps == trainer.global_step == len(loader) // accumulate
+    assert callback.summary["budget_used"] < 0.01
+    assert run.layers == ["net.fc1", "net.fc2", "net.fc3"]
+    np.testing.assert_allclose(
+        run.layer_lca.sum(1) + run.residuals, np.diff(run.losses), atol=1e-10
+    )
+    assert "lca/residual" in trainer.callback_metrics

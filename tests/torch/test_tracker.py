@@ -1,0 +1,235 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from lca_torch import TorchBackend, Tracker
+from torch import nn
+
+from lca_core import (
+    EmptyEvaluationSetError,
+    NondeterministicLossError,
+    create_backend,
+    open_run,
+    replay,
+)
+from tests.torch.conftest import mlp, small_cnn, train
+
+ce = nn.CrossEntropyLoss()
+
+
+def state_of(model, opt=None):
+    """Everything training could have changed, cloned."""
+    out = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out.update(
+        {f"grad:{n}": p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    )
+    out["training"] = [m.training for m in model.modules()]
+    if opt is not None:
+        out["opt"] = copy.deepcopy(opt.state_dict())
+    return out
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+        elif k == "opt":
+            for i, sa in a[k]["state"].items():
+                for name, v in sa.items():
+                    assert torch.equal(v, b[k]["state"][i][name]), (i, name)
+        else:
+            assert a[k] == b[k], k
+
+
+def test_mlp_training_residuals_within_tol_and_budget(digits, tmp_path):
+    x, y, xv, yv = digits
+    model = mlp()
+    tracker = Tracker(
+        model, ce, (x, y), tmp_path / "run", val_data=(xv, yv), per_class=True, store_params=True
+    )
+    train(model, tracker, x, y, steps=40)
+    summary = tracker.close()
+    run = open_run(tmp_path / "run")
+    ok = run.converged
+    assert np.all(np.abs(run.residuals[ok]) <= 1e-3)
+    assert summary["budget_used"] < 0.01 and summary["loss_change"] < -0.3
+    # Σ LCA + Σ r = ΔL exactly, per step and in total
+    np.testing.assert_allclose(
+        run.layer_lca.sum(1) + run.residuals, np.diff(run.losses), atol=1e-10
+    )
+    # per-class per-layer LCA adds up to the layer LCA
+    np.testing.assert_allclose(run.array("class_layer_lca").sum(1), run.layer_lca, atol=1e-9)
+    assert run.layers == ["fc1", "fc2", "fc3"]
+    assert run.param_lca("fc1.weight").shape == (40, 32, 64)
+    assert np.abs(run.array("val_residuals")).max() <= 1e-3
+
+
+@pytest.mark.parametrize("bn_policy", ["batch", "running"])
+def test_cnn_with_batchnorm(digits, tmp_path, bn_policy):
+    x, y, _, _ = digits
+    model = small_cnn()
+    tracker = Tracker(model, ce, (x, y), tmp_path / "run", bn_policy=bn_policy, batch_size=200)
+    train(model, tracker, x, y, steps=25, lr=0.05)
+    summary = tracker.close()
+    run = open_run(tmp_path / "run")
+    assert np.all(np.abs(run.residuals[run.converged]) <= 1e-3)
+    assert summary["budget_used"] < 0.01
+    assert run.metadata["policy"]["batchnorm"] == bn_policy
+    # ΔL = Σ LCA + residual + drift; drift is the buffers' share, only in "running" mode
+    np.testing.assert_allclose(
+        run.layer_lca.sum(1) + run.residuals + run.drift, np.diff(run.losses), atol=1e-10
+    )
+    if bn_policy == "batch":
+        assert np.all(run.drift == 0)
+    else:
+        assert np.any(run.drift != 0)
+
+
+def test_training_is_bit_identical_with_and_without_the_tracker(digits):
+    x, y, _, _ = digits
+    plain = small_cnn(seed=3, dropout=0.3)
+    tracked = small_cnn(seed=3, dropout=0.3)
+    torch.manual_seed(11)
+    losses_a, opt_a = train(plain, None, x, y, steps=8)
+    rng_a = torch.get_rng_state()
+    torch.manual_seed(11)
+    tracker = Tracker(tracked, ce, (x, y))
+    losses_b, opt_b = train(tracked, tracker, x, y, steps=8)
+    rng_b = torch.get_rng_state()
+    tracker.close()
+    assert losses_a == losses_b  # dropout masks drawn from the same RNG stream
+    assert_same_state(state_of(plain, opt_a), state_of(tracked, opt_b))
+    assert torch.equal(rng_a, rng_b)
+
+
+def test_evaluation_restores_params_buffers_grads_flags_and_rng(digits):
+    x, y, _, _ = digits
+    model = small_cnn(dropout=0.5)
+    model.train()
+    model.fc.eval()  # a mixed pattern of flags must come back as it was
+    nn.functional.cross_entropy(model(x[:50]), y[:50]).backward()
+    before = state_of(model)
+    rng = torch.get_rng_state()
+    backend = TorchBackend(model, ce, (x, y), bn_policy="batch")
+    theta = backend.snapshot().theta.astype(np.float64)
+    backend.evaluate([theta, theta + 0.01], per_class=True)
+    assert_same_state(before, state_of(model))
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_frozen_parameters_and_dead_pixels_get_exactly_zero(digits, tmp_path):
+    x, y, _, _ = digits
+    model = mlp()
+    model.fc2.weight.requires_grad_(False)  # frozen: not trainable, not in the layout
+    never_updated = [p for n, p in model.named_parameters() if n != "fc3.bias"]
+    tracker = Tracker(model, ce, (x, y), tmp_path / "run", store_params=True)
+    train(model, tracker, x, y, steps=6, params=[p for p in never_updated if p.requires_grad])
+    tracker.close()
+    run = open_run(tmp_path / "run")
+    assert "fc2.weight" not in {p.name for p in run.layout.params}
+    assert np.all(run.param_lca("fc3.bias") == 0.0)  # trainable but left out of the optimizer
+    dead = (x == 0).all(dim=0).numpy()  # pixels black in every image
+    assert dead.sum() >= 2
+    w = run.param_lca("fc1.weight")
+    assert np.all(w[:, :, dead] == 0.0)
+    assert np.any(w[:, :, ~dead] != 0.0)
+
+
+def test_a_loss_left_stochastic_is_refused(digits):
+    x, y, _, _ = digits
+    model = mlp()
+
+    def dropout_loss(out, target):  # the user's loss keeps dropout on
+        return ce(nn.functional.dropout(out, 0.5, training=True), target)
+
+    with pytest.raises(NondeterministicLossError, match="dropout"):
+        Tracker(model, dropout_loss, (x, y)).begin()
+
+
+def test_the_gradient_of_step_t_is_taken_before_the_step(digits):
+    """Regression test for the post-step-gradient bug of some public ports: with the
+    first-order rule, LCA must be Δ_t ⊙ ∇L(θ_t), the gradient *before* the step."""
+    x, y, _, _ = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    tracker = Tracker(model, ce, (x, y), rule="first_order", tol=10.0)
+    backend = TorchBackend(model, ce, (x, y))
+    for _ in range(3):
+        before = backend.snapshot().theta.astype(np.float64)
+        g_before = backend.evaluate([before])[0].grad
+        loss = ce(model(x[:64]), y[:64])
+        opt.zero_grad()
+        loss.backward()
+        with tracker.step():
+            opt.step()
+        after = backend.snapshot().theta.astype(np.float64)
+        g_after = backend.evaluate([after])[0].grad
+        delta = after - before
+        np.testing.assert_allclose(tracker.last.lca, delta * g_before, rtol=1e-6, atol=1e-12)
+        assert not np.allclose(tracker.last.lca, delta * g_after, rtol=1e-3, atol=1e-9)
+    tracker.close()
+
+
+def test_every_k_steps_allocates_blocks(digits, tmp_path):
+    x, y, _, _ = digits
+    model = mlp()
+    tracker = Tracker(model, ce, (x, y), tmp_path / "run", every=3)
+    train(model, tracker, x, y, steps=9)
+    tracker.close()
+    run = open_run(tmp_path / "run")
+    assert run.steps == 3
+    np.testing.assert_array_equal(run.step_index, [2, 5, 8])
+    np.testing.assert_allclose(
+        run.layer_lca.sum(1) + run.residuals, np.diff(run.losses), atol=1e-10
+    )
+
+
+def test_record_then_replay_equals_online(digits, tmp_path):
+    x, y, _, _ = digits
+    online_model, recorded_model = mlp(seed=5), mlp(seed=5)
+    online = Tracker(online_model, ce, (x, y), tmp_path / "online")
+    train(online_model, online, x, y, steps=6)
+    online.close()
+    recorder = Tracker(recorded_model, ce, (x, y), tmp_path / "rec", record_only=True)
+    train(recorded_model, recorder, x, y, steps=6)
+    assert recorder.close() == {"recorded_steps": 6}
+    assert recorder.gradient_passes == 0
+    backend = create_backend(mlp(seed=99), ce, (x, y))  # any model of the same layout
+    assert isinstance(backend, TorchBackend)
+    replay(tmp_path / "rec", backend, progress=False)
+    a, b = open_run(tmp_path / "online"), open_run(tmp_path / "rec")
+    np.testing.assert_allclose(b.losses, a.losses, rtol=1e-12)
+    np.testing.assert_allclose(b.layer_lca, a.layer_lca, rtol=1e-6, atol=1e-12)
+
+
+def test_parameters_changed_outside_the_step_are_refused(digits):
+    x, y, _, _ = digits
+    model = mlp()
+    tracker = Tracker(model, ce, (x, y))
+    train(model, tracker, x, y, steps=1)
+    with torch.no_grad():
+        model.fc1.weight.mul_(0.5)
+    with pytest.raises(RuntimeError, match="outside"):
+        tracker.begin()
+
+
+def test_bad_evaluation_data_is_explained(digits):
+    x, y, _, _ = digits
+    model = mlp()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), shuffle=True)
+    with pytest.raises(ValueError, match="shuffle=False"):
+        TorchBackend(model, ce, loader)
+    with pytest.raises(EmptyEvaluationSetError, match="empty"):
+        TorchBackend(model, ce, (x[:0], y[:0]))
+    with pytest.raises(ValueError, match="600 samples but targets 10"):
+        TorchBackend(model, ce, (x, y[:10]))
+    with pytest.raises(ValueError, match="bn_policy"):
+        TorchBackend(model, ce, (x, y), bn_policy="eval")
+    fixed = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=128)
+    from_loader, from_tensors = TorchBackend(model, ce, fixed), TorchBackend(model, ce, (x, y))
+    theta = from_tensors.snapshot().theta.astype(np.float64)
+    a, b = from_loader.evaluate([theta])[0], from_tensors.evaluate([theta])[0]
+    assert a.loss == pytest.approx(b.loss, rel=1e-6)
+    np.testing.assert_allclose(a.grad, b.grad, rtol=1e-5, atol=1e-8)
