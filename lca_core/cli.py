@@ -1,9 +1,10 @@
-"""The ``lca`` command: ``lca info`` and ``lca demo``."""
+"""The ``lca`` command: ``info``, ``demo``, ``analyze``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import platform
 import sys
 from collections.abc import Callable, Sequence
@@ -47,6 +48,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(demo.run(args))
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Every analysis the run has data for, as a table; everything as JSON on request."""
+    from .analysis import analyze, to_jsonable
+    from .analysis.text import format_analysis
+    from .run import open_run
+
+    results = analyze(open_run(args.run), seed=args.seed)
+    print(format_analysis(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(to_jsonable(results), f)
+        print(f"\nall results written to {args.json}")
+    return 0
+
+
+def _analyze_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("--json", metavar="FILE", help="write every result as JSON")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="lca-runs/demo", help="run directory (replaced)")
     parser.add_argument("--backend", default="torch", help="backend to train with")
@@ -69,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
             "train an MLP on bundled digits with LCA and print the summary",
             cmd_demo,
             _demo_arguments,
+        ),
+        "analyze": (
+            "the paper's analyses of a run: a table, and JSON on request",
+            cmd_analyze,
+            _analyze_arguments,
         ),
     }
     for name, (help_text, fn, add_arguments) in commands.items():

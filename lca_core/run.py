@@ -144,11 +144,17 @@ class Run:
         start, stop, step = (steps or slice(None)).indices(self._rows(name))
         return slice(start, max(start, stop), step)
 
+    def iter_array(
+        self, name: str, chunk_steps: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream a stored array as (first row, block) pairs: memory stays bounded."""
+        n = chunk_steps or self._require(name).chunks[0]
+        for start in range(0, self._rows(name), n):
+            yield start, self.array(name, slice(start, start + n))
+
     def iter_param_lca(self, chunk_steps: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Stream per-parameter LCA as (first step, (n, K) block): memory stays bounded."""
-        n = chunk_steps or self._require("param_lca").chunks[0]
-        for start in range(0, self.steps, n):
-            yield start, self.array("param_lca", slice(start, start + n))
+        """Stream per-parameter LCA as (first step, (n, K) block) pairs."""
+        return self.iter_array("param_lca", chunk_steps)
 
     def theta(self, t: int) -> np.ndarray:
         """Recorded parameters θ_t (flat, in the model's dtype)."""

@@ -77,6 +77,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         per_class=True,
         store_params=True,
         store_grads=True,
+        store_trajectory=True,
         progress=True,
         metadata={
             "demo": "digits MLP 64-100-50-10",
