@@ -1,4 +1,4 @@
-"""The ``lca`` command: ``info``, ``demo``, ``analyze``."""
+"""The ``lca`` command: ``info``, ``demo``, ``analyze``, ``report``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render the one-page HTML report of a run."""
+    from .report import write_report
+
+    out = write_report(args.run, args.output, frames=args.frames, seed=args.seed)
+    print(f"report written to {out}")
+    return 0
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    parser.add_argument("--frames", type=int, default=24, help="frames of the animation")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
+
+
 def _analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory")
     parser.add_argument("--json", metavar="FILE", help="write every result as JSON")
@@ -77,6 +93,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None, help="default: 0.05 sgd, 1e-3 adam")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=int, default=24, help="frames of the report's animation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the paper's analyses of a run: a table, and JSON on request",
             cmd_analyze,
             _analyze_arguments,
+        ),
+        "report": (
+            "write a self-contained HTML report of a run (figures, summary, captions)",
+            cmd_report,
+            _report_arguments,
         ),
     }
     for name, (help_text, fn, add_arguments) in commands.items():

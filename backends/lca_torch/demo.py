@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lca_core import NotARunError, open_run
+from lca_core.report import write_report
 from lca_core.summary_table import format_summary
 
 from .tracker import Tracker
@@ -111,4 +112,6 @@ def run(args: argparse.Namespace) -> int:
     summary = train(args)
     print(f"\nLCA of {summary['steps']} steps written to {args.out}\n")
     print(format_summary(summary))
+    report = write_report(args.out, Path(args.out).with_suffix(".html"), frames=args.frames)
+    print(f"\nreport: {report}  (open it in a browser; `lca analyze {args.out}` for numbers)")
     return 0

@@ -10,38 +10,7 @@ from lca_core import Allocator, FunctionBackend, open_run
 from lca_core import analysis as A
 from lca_core.cli import main
 from lca_core.numpy_models import MLP
-from tests.core.models import digits_like, sgd
-
-
-@pytest.fixture(scope="module")
-def run_path(tmp_path_factory):
-    """A small real run with every optional array stored, chunked finely for streaming."""
-    path = tmp_path_factory.mktemp("analysis") / "run"
-    x, y = digits_like(5, n=200)
-    mlp = MLP((16, 10, 4), activation="relu")
-    traj = sgd(mlp.loss_and_grad, mlp.init(3), 0.4, 30, x[:150], y[:150])
-    backend = FunctionBackend(
-        mlp.loss_and_grad,
-        traj[0],
-        data=(x[:150], y[:150]),
-        val_data=(x[150:], y[150:]),
-        layout=mlp.layout,
-    )
-    alloc = Allocator(
-        backend,
-        path,
-        store_params=True,
-        store_grads=True,
-        store_trajectory=True,
-        per_class=True,
-        validation=True,
-    )
-    alloc.start(traj[0])
-    for theta in traj[1:]:
-        alloc.advance(theta)
-    alloc.close()
-    return path
-
+from tests.core.models import digits_like
 
 # -- helping -------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from lca_core.cli import main
 
 def test_lca_demo_trains_writes_a_run_and_prints_the_summary(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps", "30"]) == 0
+    assert main(["demo", "--out", str(out), "--steps", "30", "--frames", "4"]) == 0
     text = capsys.readouterr().out
     run = open_run(out)
     summary = run.summary()
@@ -25,8 +25,14 @@ def test_lca_demo_trains_writes_a_run_and_prints_the_summary(tmp_path, capsys):
         assert label in text
     assert f"{summary['loss_change']:+.6f}" in text
     assert run.has("param_lca") and run.has("class_layer_lca") and run.has("val_losses")
+    report = out.with_suffix(".html")
+    assert f"report: {report}" in text
+    assert report.read_text().count("data:image/") == 10  # every figure and the animation
     # a second demo replaces its own earlier run
-    assert main(["demo", "--out", str(out), "--steps", "5", "--optimizer", "adam"]) == 0
+    assert (
+        main(["demo", "--out", str(out), "--steps", "5", "--optimizer", "adam", "--frames", "2"])
+        == 0
+    )
     assert open_run(out).steps == 5
     assert np.isfinite(open_run(out).losses).all()
 

@@ -1,0 +1,31 @@
+"""Figures for every analysis (matplotlib, Agg only: nothing pops up). Each returns a
+``matplotlib.figure.Figure``; :func:`animate_lca` writes the Fig 2 animation."""
+
+from __future__ import annotations
+
+from .curves import plot_helping_over_loss, plot_layer_curves, plot_loss_reconstruction
+from .distributions import (
+    lca_histogram,
+    plot_helping_per_layer,
+    plot_layer_totals,
+    plot_lca_distribution,
+    plot_parameter_helping,
+)
+from .heatmaps import animate_lca, as_image, frame_steps, plot_lca_heatmaps
+from .moments import plot_synchronization
+
+__all__ = [
+    "animate_lca",
+    "as_image",
+    "frame_steps",
+    "lca_histogram",
+    "plot_helping_over_loss",
+    "plot_helping_per_layer",
+    "plot_layer_curves",
+    "plot_layer_totals",
+    "plot_lca_distribution",
+    "plot_lca_heatmaps",
+    "plot_loss_reconstruction",
+    "plot_parameter_helping",
+    "plot_synchronization",
+]

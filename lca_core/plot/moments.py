@@ -1,0 +1,42 @@
+"""Fig 6: moments of learning per series, synchronised ones highlighted."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..analysis import Synchronization, synchronization
+from ..run import Run
+from ._style import HELP, HURT, new_figure
+
+
+def plot_synchronization(
+    source: Run | Synchronization,
+    steps: int | None = None,
+    title: str = "Moments of learning per layer",
+) -> Figure:
+    """A raster: one row per series, a tick at each of its top moments (local minima of its
+    LCA); red columns mark steps where every series has a moment."""
+    sync = synchronization(source) if isinstance(source, Run) else source
+    if steps is None:
+        steps = (
+            source.steps
+            if isinstance(source, Run)
+            else max([max(p, default=0) for p in sync.peaks.values()], default=0) + 1
+        )
+    fig = new_figure(7, 0.6 + 0.45 * len(sync.names) + 0.8)
+    ax = fig.subplots()
+    for t in sync.synchronized:
+        ax.axvspan(t - 0.5, t + 0.5, color=HURT, alpha=0.25, lw=0)
+    for row, name in enumerate(sync.names):
+        peaks = np.asarray(sync.peaks[name])
+        ax.scatter(peaks, np.full(len(peaks), row), marker="|", s=200, color=HELP)
+    ax.set_yticks(range(len(sync.names)), sync.names)
+    ax.set_ylim(len(sync.names) - 0.5, -0.5)
+    ax.set_xlim(-0.5, steps - 0.5)
+    ax.set_xlabel("step")
+    ax.set_title(
+        f"{title}: {sync.count} synchronised (baseline {sync.baseline_mean:.1f}, "
+        f"p = {sync.p_value:.2g})"
+    )
+    return fig
