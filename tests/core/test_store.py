@@ -44,6 +44,15 @@ def quadratic_backend(layout, seed=0):
     )
 
 
+def one_step_run(path, layout, **options):
+    """A run of one step from θ = 1 to θ = 0 of a quadratic loss."""
+    alloc = Allocator(quadratic_backend(layout), path, **options)
+    alloc.start(np.ones(layout.size))
+    alloc.advance(np.zeros(layout.size))
+    alloc.close()
+    return path
+
+
 @settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layouts, st.integers(1, 6), st.integers(0, 1000))
 def test_store_round_trip(tmp_path_factory, layout, steps, seed):
@@ -88,10 +97,7 @@ def test_store_round_trip(tmp_path_factory, layout, steps, seed):
 
 def test_store_holds_no_pickles_only_numbers_and_json(tmp_path):
     layout = MLP((3, 2)).layout
-    alloc = Allocator(quadratic_backend(layout), tmp_path / "run", store_params=True)
-    alloc.start(np.ones(layout.size))
-    alloc.advance(np.zeros(layout.size))
-    alloc.close()
+    one_step_run(tmp_path / "run", layout, store_params=True)
     for root, _, files in os.walk(tmp_path / "run"):
         for name in files:
             if name == "zarr.json":
@@ -182,9 +188,7 @@ def test_a_run_killed_mid_write_reopens_whole_and_resumes(tmp_path):
 
 def test_resume_refuses_a_different_model(tmp_path):
     layout = MLP((3, 2)).layout
-    alloc = Allocator(quadratic_backend(layout), tmp_path / "run")
-    alloc.start(np.ones(layout.size))
-    alloc.close()
+    one_step_run(tmp_path / "run", layout)
     other = MLP((3, 3)).layout
     with pytest.raises(LayoutMismatchError, match="different parameter layout"):
         Allocator(quadratic_backend(other), tmp_path / "run", resume=True)
@@ -192,10 +196,7 @@ def test_resume_refuses_a_different_model(tmp_path):
 
 def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
     layout = MLP((3, 2)).layout
-    alloc = Allocator(quadratic_backend(layout), tmp_path / "run")
-    alloc.start(np.ones(layout.size))
-    alloc.advance(np.zeros(layout.size))
-    alloc.close()
+    one_step_run(tmp_path / "run", layout)
     with pytest.raises(FileExistsError, match="resume=True"):
         Allocator(quadratic_backend(layout), tmp_path / "run")
     assert open_run(tmp_path / "run").steps == 1
@@ -221,10 +222,7 @@ def test_a_newer_format_is_refused_with_advice(tmp_path):
 
 def test_missing_optional_arrays_are_explained(tmp_path):
     layout = MLP((3, 2)).layout
-    alloc = Allocator(quadratic_backend(layout), tmp_path / "run")
-    alloc.start(np.ones(layout.size))
-    alloc.advance(np.zeros(layout.size))
-    alloc.close()
+    one_step_run(tmp_path / "run", layout)
     run = open_run(tmp_path / "run")
     with pytest.raises(KeyError, match="must be asked for"):
         run.param_lca("fc0.weight")
