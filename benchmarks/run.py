@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = {"core": "bench_core", "torch": "bench_torch"}
+BENCHMARKS = {"core": "bench_core", "torch": "bench_torch", "jax": "bench_jax"}
 
 
 def markdown(title: str, header: list[str], rows: list[list[str]], notes: str) -> str:

@@ -228,22 +228,25 @@ class Allocator:
         return snapshot
 
     def _deterministic_start(self, theta: np.ndarray, state: Any, where: str) -> Evaluation:
-        """Evaluate θ twice in one call (so a backend that restores the RNG state between
-        calls cannot hide a stochastic loss) and refuse a loss that is not pure."""
+        """Evaluate θ three times — twice in one call (a backend that restores the RNG
+        state between calls cannot hide a stochastic loss) and once alone (nor can one that
+        vectorises a call's points) — and refuse a loss that is not pure."""
         first, again = self._evaluate([theta, theta], state, "train", f"{where} (twice)")
+        (alone,) = self._evaluate([theta], state, "train", f"{where} (again)")
         rtol = self.determinism_rtol
-        loss_ok = abs(again.loss - first.loss) <= rtol * max(abs(first.loss), 1e-12)
-        scale = np.linalg.norm(first.grad)
-        grad_ok = np.linalg.norm(again.grad - first.grad) <= rtol * max(scale, 1e-12)
-        if not (loss_ok and grad_ok):
-            raise NondeterministicLossError(
-                "evaluating the loss twice at the same parameters gave different results "
-                f"(loss {first.loss!r} vs {again.loss!r}); LCA needs the loss to be a pure "
-                "function of the parameters. Usual causes: dropout left on, BatchNorm in "
-                "train mode updating running statistics, data augmentation, or an evaluation "
-                "set that is shuffled. Evaluate with dropout off, no augmentation and a fixed, "
-                "unshuffled evaluation set."
-            )
+        for other in (again, alone):
+            loss_ok = abs(other.loss - first.loss) <= rtol * max(abs(first.loss), 1e-12)
+            scale = np.linalg.norm(first.grad)
+            grad_ok = np.linalg.norm(other.grad - first.grad) <= rtol * max(scale, 1e-12)
+            if not (loss_ok and grad_ok):
+                raise NondeterministicLossError(
+                    "evaluating the loss several times at the same parameters gave different "
+                    f"results (loss {first.loss!r} vs {other.loss!r}); LCA needs the loss to "
+                    "be a pure function of the parameters. Usual causes: dropout left on, "
+                    "BatchNorm in train mode updating running statistics, data augmentation, "
+                    "an evaluation set that is shuffled, or a host callback. Evaluate with "
+                    "dropout off, no augmentation and a fixed, unshuffled evaluation set."
+                )
         return first
 
     # -- the steps ------------------------------------------------------------------------

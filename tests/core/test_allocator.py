@@ -70,8 +70,8 @@ def test_logistic_regression_converges_and_counts_passes(seed, rule, lr):
         if r.converged:
             assert abs(r.residual) <= 1e-6
         assert r.lca.sum() + r.residual == pytest.approx(r.loss_after - r.loss_before, abs=1e-12)
-    # θ_0 twice (determinism check), then n new nodes per step: the endpoint is reused
-    assert alloc.gradient_passes == 2 + sum(r.panels for r in results)
+    # θ_0 three times (determinism check), then n new nodes per step: the endpoint is reused
+    assert alloc.gradient_passes == 3 + sum(r.panels for r in results)
     summary = alloc.close()
     assert summary["budget_used"] < 0.01
 

@@ -1,0 +1,313 @@
+"""The JAX backend: parameters are any pytree, the loss a pure function of them.
+
+``loss_fn(params, x, y)`` returns the loss of *each example* (shape ``(batch,)``, as optax's
+losses do); the backend pads the evaluation set into fixed chunks with zero weights, so
+one compiled function serves every step. A pass is ``lax.scan`` over chunks inside one
+``jit``; several quadrature nodes are evaluated together with ``vmap``. Sums over chunks
+are compensated (Kahan) in the parameters' dtype, then returned as float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
+
+DEFAULT_EVAL_BATCH = 4096
+DEFAULT_MAX_VMAP = 4
+
+LossFn = Callable[[Any, Any, Any], jax.Array]
+
+
+class Structure(NamedTuple):
+    """Hashable description of a pytree's leaves: how to rebuild it from a flat vector."""
+
+    treedef: Any
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+
+    def unflatten(self, flat: jax.Array) -> Any:
+        leaves, start = [], 0
+        for shape, dtype in zip(self.shapes, self.dtypes, strict=True):
+            size = int(np.prod(shape, dtype=np.int64))
+            leaves.append(flat[start : start + size].reshape(shape).astype(dtype))
+            start += size
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def layout_of(params: Any) -> Layout:
+    """Leaves named by their key path ("params/Dense_0/kernel"); a layer is the parent path;
+    the neuron axis is the last axis (flax/optax kernels are (in, out))."""
+    specs = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        parts = [_key_name(k) for k in path] or ["param"]
+        name = "/".join(parts)
+        layer = "/".join(parts[:-1]) or name
+        shape = tuple(int(s) for s in np.shape(leaf))
+        specs.append(
+            ParamSpec(
+                name, shape, str(jnp.asarray(leaf).dtype), layer, len(shape) - 1 if shape else None
+            )
+        )
+    return Layout(tuple(specs))
+
+
+def structure_of(params: Any) -> Structure:
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return Structure(
+        treedef,
+        tuple(tuple(np.shape(x)) for x in leaves),
+        tuple(str(jnp.asarray(x).dtype) for x in leaves),
+    )
+
+
+def flatten(params: Any) -> np.ndarray:
+    """θ as one host vector, in the leaves' dtype (float64 when they differ)."""
+    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
+    dtypes = {x.dtype for x in leaves}
+    dtype = dtypes.pop() if len(dtypes) == 1 else np.float64
+    return np.concatenate([x.astype(dtype).ravel() for x in leaves])
+
+
+def _kahan(total: jax.Array, comp: jax.Array, value: jax.Array) -> tuple[jax.Array, jax.Array]:
+    y = value - comp
+    t = total + y
+    return t, (t - total) - y
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "structure", "groups"))
+def full_pass(
+    thetas: jax.Array,
+    xs: Any,
+    ys: Any,
+    ws: jax.Array,
+    group: jax.Array,
+    *,
+    loss_fn: LossFn,
+    structure: Structure,
+    groups: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Loss and gradient of Σ_i w_i·ℓ_i, per group of chunks, at each row of ``thetas``.
+
+    Shapes: thetas (n, K); xs, ys (chunks, B, ...); ws (chunks, B); group (chunks,).
+    Returns losses (n, groups) and gradients (n, groups, K).
+    """
+
+    def weighted(flat: jax.Array, x: Any, y: Any, w: jax.Array) -> jax.Array:
+        losses = loss_fn(structure.unflatten(flat), x, y)
+        return jnp.sum(losses * w.astype(losses.dtype))
+
+    value_and_grad = jax.value_and_grad(weighted)
+
+    def one_point(flat: jax.Array) -> tuple[jax.Array, jax.Array]:
+        k = flat.shape[0]
+        zeros = (
+            jnp.zeros(groups, flat.dtype),
+            jnp.zeros(groups, flat.dtype),
+            jnp.zeros((groups, k), flat.dtype),
+            jnp.zeros((groups, k), flat.dtype),
+        )
+
+        def body(carry: Any, chunk: Any) -> tuple[Any, None]:
+            loss_sum, loss_c, grad_sum, grad_c = carry
+            x, y, w, g = chunk
+            loss, grad = value_and_grad(flat, x, y, w)
+            l_new, lc_new = _kahan(loss_sum[g], loss_c[g], loss.astype(flat.dtype))
+            g_new, gc_new = _kahan(grad_sum[g], grad_c[g], grad)
+            return (
+                loss_sum.at[g].set(l_new),
+                loss_c.at[g].set(lc_new),
+                grad_sum.at[g].set(g_new),
+                grad_c.at[g].set(gc_new),
+            ), None
+
+        (loss_sum, _, grad_sum, _), _ = jax.lax.scan(body, zeros, (xs, ys, ws, group))
+        return loss_sum, grad_sum
+
+    return jax.vmap(one_point)(thetas)
+
+
+class Chunks(NamedTuple):
+    """An evaluation set padded into (chunks, B, ...) with per-example weights 1/N (0 = pad),
+    and the group (class) each chunk belongs to."""
+
+    xs: Any
+    ys: Any
+    ws: jax.Array
+    group: jax.Array
+    groups: int
+
+
+def make_chunks(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch: int,
+    total: int,
+    group_of: np.ndarray | None = None,
+    groups: int = 1,
+    sharding: NamedSharding | None = None,
+) -> Chunks:
+    """Pad each group's examples to whole chunks; chunks of one group hold only its examples."""
+    xs, ys, ws, gs = [], [], [], []
+    group_of = np.zeros(len(x), dtype=np.int64) if group_of is None else group_of
+    for g in range(groups):
+        idx = np.flatnonzero(group_of == g)
+        n_chunks = -(-len(idx) // batch)
+        pad = n_chunks * batch - len(idx)
+        take = np.concatenate([idx, np.full(pad, idx[0] if len(idx) else 0, np.int64)])
+        weight = np.concatenate([np.full(len(idx), 1.0 / total), np.zeros(pad)])
+        xs.append(x[take].reshape(n_chunks, batch, *x.shape[1:]))
+        ys.append(y[take].reshape(n_chunks, batch, *y.shape[1:]))
+        ws.append(weight.reshape(n_chunks, batch))
+        gs.append(np.full(n_chunks, g, np.int32))
+    put = (lambda a: jax.device_put(a, sharding)) if sharding is not None else jnp.asarray
+    return Chunks(
+        put(np.concatenate(xs)),
+        put(np.concatenate(ys)),
+        put(np.concatenate(ws).astype(np.float32)),
+        jnp.asarray(np.concatenate(gs)),
+        groups,
+    )
+
+
+class JaxBackend:
+    """LCA backend for a pure ``loss_fn(params, x, y) -> per-example losses``.
+
+    ``params`` fixes the layout (and is the current point until ``self.params`` is set).
+    With several local devices the evaluation chunks are sharded across them.
+    """
+
+    framework = "jax"
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return callable(model) and not isinstance(model, type)
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        params: Any,
+        data: tuple[Any, Any],
+        *,
+        val_data: tuple[Any, Any] | None = None,
+        batch_size: int = DEFAULT_EVAL_BATCH,
+        num_classes: int | None = None,
+        max_vmap: int = DEFAULT_MAX_VMAP,
+        devices: Sequence[jax.Device] | None = None,
+    ) -> None:
+        self.loss_fn = loss_fn
+        self.layout = layout_of(params)
+        self.structure = structure_of(params)
+        dtypes = set(self.structure.dtypes)
+        self.dtype = np.dtype(dtypes.pop()) if len(dtypes) == 1 else np.dtype(np.float32)
+        self.params = params
+        self.max_vmap = max_vmap
+        self.devices = list(devices) if devices is not None else jax.local_devices()
+        self.batch_size = self._fit_batch(batch_size)
+        self._sharding = None
+        if len(self.devices) > 1:
+            mesh = Mesh(np.array(self.devices), ("data",))
+            self._sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
+        self._sets = {"train": self._host(data, "evaluation")}
+        if val_data is not None:
+            self._sets["val"] = self._host(val_data, "validation")
+        self.splits = tuple(self._sets)
+        y = self._sets["train"][1]
+        if num_classes is None and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+            num_classes = int(y.max()) + 1
+        self.num_classes = num_classes
+        self._chunks: dict[tuple[str, bool], Chunks] = {}
+
+    def _fit_batch(self, batch: int) -> int:
+        """Chunks split evenly over the devices."""
+        n = len(self.devices)
+        return max(n, batch // n * n)
+
+    @staticmethod
+    def _host(data: tuple[Any, Any], what: str) -> tuple[np.ndarray, np.ndarray]:
+        x, y = (np.asarray(a) for a in data)
+        if len(x) == 0:
+            raise EmptyEvaluationSetError(
+                f"the {what} set is empty; LCA needs at least one example to evaluate on"
+            )
+        if len(x) != len(y):
+            raise ValueError(f"the {what} set has {len(x)} inputs but {len(y)} targets")
+        return x, y
+
+    def chunks(self, split: str, per_class: bool) -> Chunks:
+        """The split's padded chunks on the device(s), built once."""
+        key = (split, per_class)
+        if key not in self._chunks:
+            x, y = self._sets[split]
+            batch = min(self.batch_size, self._fit_batch(len(x)))
+            if per_class:
+                assert self.num_classes is not None
+                self._chunks[key] = make_chunks(
+                    x, y, batch, len(x), y.astype(np.int64), self.num_classes, self._sharding
+                )
+            else:
+                self._chunks[key] = make_chunks(x, y, batch, len(x), sharding=self._sharding)
+        return self._chunks[key]
+
+    # -- protocol -------------------------------------------------------------------------
+    def policy(self) -> dict[str, Any]:
+        return {
+            "framework": "jax",
+            "jax_version": jax.__version__,
+            "eval_batch_size": self.batch_size,
+            "eval_samples": len(self._sets["train"][0]),
+            "devices": [str(d) for d in self.devices],
+            "reduction": f"Kahan-compensated {self.dtype.name}",
+        }
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(flatten(self.params))
+
+    def evaluate(
+        self,
+        thetas: Sequence[np.ndarray],
+        *,
+        state: Any = None,
+        split: str = "train",
+        per_class: bool = False,
+    ) -> list[Evaluation]:
+        if split not in self._sets:
+            raise ValueError("this backend was built without val_data")
+        c = self.chunks(split, per_class)
+        out: list[Evaluation] = []
+        for start in range(0, len(thetas), self.max_vmap):
+            group = np.stack(
+                [np.asarray(t, dtype=self.dtype) for t in thetas[start : start + self.max_vmap]]
+            )
+            losses, grads = full_pass(
+                jnp.asarray(group),
+                c.xs,
+                c.ys,
+                c.ws,
+                c.group,
+                loss_fn=self.loss_fn,
+                structure=self.structure,
+                groups=c.groups,
+            )
+            losses = np.asarray(losses, dtype=np.float64)
+            grads = np.asarray(grads, dtype=np.float64)
+            for loss, grad in zip(losses, grads, strict=True):
+                if per_class:
+                    out.append(Evaluation(float(loss.sum()), grad.sum(axis=0), loss, grad))
+                else:
+                    out.append(Evaluation(float(loss[0]), grad[0]))
+        return out

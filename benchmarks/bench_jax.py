@@ -1,0 +1,115 @@
+"""LCA time per step ÷ (2 × one hand-written jitted full-set gradient pass), JAX."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from lca_jax import Tracker
+
+
+def init(sizes: tuple[int, ...], seed: int = 0) -> dict:
+    key, params = jax.random.PRNGKey(seed), {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        key, k = jax.random.split(key)
+        params[f"fc{i}"] = {
+            "kernel": jax.random.normal(k, (a, b)) / np.sqrt(a),
+            "bias": jnp.zeros(b),
+        }
+    return params
+
+
+def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    n = len(params)
+    for i in range(n):
+        x = x @ params[f"fc{i}"]["kernel"] + params[f"fc{i}"]["bias"]
+        if i < n - 1:
+            x = jax.nn.relu(x)
+    return optax.softmax_cross_entropy_with_integer_labels(x, y)
+
+
+def measure(sizes: tuple[int, ...], x: np.ndarray, y: np.ndarray, steps: int) -> dict:
+    params = init(sizes)
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    hand = jax.jit(jax.value_and_grad(lambda p: loss_fn(p, xd, yd).mean()))
+    jax.block_until_ready(hand(params))
+    opt = optax.sgd(0.05, momentum=0.9)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(p, s, xb, yb):
+        g = jax.grad(lambda q: loss_fn(q, xb, yb).mean())(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    tracker = Tracker(loss_fn, params, (x, y))
+    tracker.start(params)
+    rng = np.random.default_rng(0)
+    passes, lca, panels = [], [], []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        jax.block_until_ready(hand(params))
+        passes.append(time.perf_counter() - start)
+        idx = rng.integers(0, len(x), 250)
+        new, state = step(params, state, x[idx], y[idx])
+        jax.block_until_ready(new)
+        start = time.perf_counter()
+        result = tracker.update(params, new)
+        if i >= 2:  # the first updates compile
+            lca.append(time.perf_counter() - start)
+            panels.append(result.panels)
+        params = new
+    tracker.close()
+    return {
+        "pass": statistics.median(passes[2:]),
+        "lca": statistics.median(lca),
+        "panels": statistics.mean(panels),
+    }
+
+
+def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
+    from sklearn.datasets import load_digits
+
+    steps = 10 if quick else 40
+    x, y = load_digits(return_X_y=True)
+    cases = [
+        (
+            "digits MLP 64-100-50-10, N=1797",
+            (64, 100, 50, 10),
+            (x / 16).astype(np.float32),
+            y.astype(np.int32),
+        )
+    ]
+    n = 12_000 if quick else 60_000
+    rng = np.random.default_rng(0)
+    gx = rng.normal(size=(n, 784)).astype(np.float32)
+    gy = ((gx[:, :10].argmax(1) + (gx[:, 10] > 1)) % 10).astype(np.int32)
+    cases.append((f"MLP 784-100-50-10, N={n}", (784, 100, 50, 10), gx, gy))
+    rows = []
+    for name, sizes, xs, ys in cases:
+        m = measure(sizes, xs, ys, steps)
+        rows.append(
+            [
+                name,
+                f"{1e3 * m['pass']:.2f}",
+                f"{1e3 * m['lca']:.2f}",
+                f"{m['panels']:.2f}",
+                f"{m['lca'] / (2 * m['pass']):.3f}",
+            ]
+        )
+    notes = (
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; median of {steps} steps "
+        "after compilation. The hand-written pass takes the whole set at once; lca scans "
+        "chunks of 4096 with compensated sums and evaluates Simpson's two nodes in one "
+        "vmapped call. Goal ≤ 1.10."
+    )
+    return (
+        "JAX: LCA step vs two hand-written jitted gradient passes",
+        ["case", "pass ms", "LCA step ms", "mean panels", "ratio"],
+        rows,
+        notes,
+    )

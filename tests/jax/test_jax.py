@@ -1,0 +1,201 @@
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from lca_jax import JaxBackend, Tracker, allocate, full_pass, layout_of
+
+from lca_core import NondeterministicLossError, create_backend, open_run
+from tests.jax.conftest import init_mlp, make_step, mlp_loss, train
+
+
+def test_layout_follows_key_paths():
+    layout = layout_of(init_mlp())
+    assert [p.name for p in layout.params][:2] == ["fc0/bias", "fc0/kernel"]
+    assert layout.layers == ("fc0", "fc1", "fc2")
+    assert layout.param("fc0/kernel").neuron_axis == 1  # (in, out): the last axis
+
+
+def test_optax_mlp_residuals_within_tol_and_budget(digits, tmp_path):
+    x, y = digits
+    tracker = Tracker(
+        mlp_loss,
+        init_mlp(),
+        (x, y),
+        tmp_path / "run",
+        per_class=True,
+        val_data=(x[:100], y[:100]),
+        store_params=True,
+    )
+    train(tracker, mlp_loss, init_mlp(), x, y, steps=30)
+    summary = tracker.close()
+    run = open_run(tmp_path / "run")
+    assert np.all(np.abs(run.residuals[run.converged]) <= 1e-3)
+    assert summary["budget_used"] < 0.01 and summary["loss_change"] < -0.5
+    np.testing.assert_allclose(run.layer_lca.sum(1) + run.residuals, np.diff(run.losses), atol=1e-9)
+    # per-class parts add up to the total (float32 sums: tolerance of its rounding)
+    np.testing.assert_allclose(
+        run.array("class_layer_lca").sum(1), run.layer_lca, rtol=1e-4, atol=1e-7
+    )
+    assert run.layers == ["fc0", "fc1", "fc2"]
+
+
+def test_no_recompilation_across_steps(digits):
+    x, y = digits
+    tracker = Tracker(mlp_loss, init_mlp(), (x, y), batch_size=128)
+    train(tracker, mlp_loss, init_mlp(), x, y, steps=3)
+    compiled = full_pass._cache_size()
+    train(
+        tracker.__class__(mlp_loss, init_mlp(), (x, y), batch_size=128),
+        mlp_loss,
+        init_mlp(),
+        x,
+        y,
+        steps=6,
+        seed=1,
+    )
+    assert full_pass._cache_size() == compiled  # same loss and shapes: nothing new compiled
+    tracker.close()
+
+
+def test_frozen_leaves_of_a_masked_optimizer_get_exactly_zero(digits, tmp_path):
+    x, y = digits
+    params = init_mlp()
+    frozen = jax.tree_util.tree_map_with_path(lambda path, _: path[0].key == "fc1", params)
+    optimizer = optax.multi_transform({False: optax.sgd(0.1), True: optax.set_to_zero()}, frozen)
+    tracker = Tracker(mlp_loss, params, (x, y), tmp_path / "run", store_params=True)
+    train(tracker, mlp_loss, params, x, y, steps=5, optimizer=optimizer)
+    tracker.close()
+    run = open_run(tmp_path / "run")
+    assert np.all(run.param_lca("fc1/kernel") == 0) and np.all(run.param_lca("fc1/bias") == 0)
+    assert np.any(run.param_lca("fc0/kernel") != 0)
+    dead = (x == 0).all(axis=0)  # always-black pixels: their input weights never learn
+    assert np.all(run.param_lca("fc0/kernel")[:, dead, :] == 0)
+
+
+def test_a_stochastic_loss_is_refused(digits):
+    x, y = digits
+
+    def noisy_loss(params, xb, yb):  # impure: host noise through a callback
+        noise = jax.pure_callback(
+            lambda: np.float32(np.random.rand()), jax.ShapeDtypeStruct((), jnp.float32)
+        )
+        return mlp_loss(params, xb, yb) * (1 + noise)
+
+    with pytest.raises(NondeterministicLossError, match="pure"):
+        Tracker(noisy_loss, init_mlp(), (x, y)).start(init_mlp())
+
+
+def test_donating_steps_are_safe(digits):
+    x, y = digits
+    plain = train(None, mlp_loss, init_mlp(), x, y, steps=4)
+    tracker = Tracker(mlp_loss, init_mlp(), (x, y))
+    donated = train(tracker, mlp_loss, init_mlp(), x, y, steps=4, donate=True)
+    tracker.close()
+    assert tracker.allocator.steps == 4
+    for a, b in zip(
+        jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(donated), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # training unchanged
+    fresh = Tracker(mlp_loss, init_mlp(), (x, y))
+    step = make_step(mlp_loss, optax.sgd(0.1), donate=True)
+    params = init_mlp()
+    opt_state = optax.sgd(0.1).init(params)
+    new, _ = step(params, opt_state, x[:50], y[:50])
+    with pytest.raises(RuntimeError, match="tracker.start"):
+        fresh.update(params, new)
+
+
+def test_functional_allocate_returns_a_pytree(digits):
+    x, y = digits
+    p0 = init_mlp()
+    p1 = train(None, mlp_loss, p0, x, y, steps=3)
+    out = allocate(mlp_loss, p0, p1, (x, y))
+    assert jax.tree_util.tree_structure(out.lca) == jax.tree_util.tree_structure(p0)
+    total = sum(float(np.sum(leaf)) for leaf in jax.tree_util.tree_leaves(out.lca))
+    change = float(mlp_loss(p1, x, y).mean() - mlp_loss(p0, x, y).mean())
+    assert total + out.residual == pytest.approx(change, abs=1e-5)
+    assert abs(out.residual) <= 1e-3
+
+
+class SmallCNN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape(-1, 8, 8, 1)
+        x = nn.relu(nn.Conv(6, (3, 3))(x))
+        x = nn.avg_pool(x, (2, 2), (2, 2)).reshape(len(x), -1)
+        return nn.Dense(10)(x)
+
+
+def test_flax_cnn_training(digits, tmp_path):
+    x, y = digits
+    model = SmallCNN()
+    params = model.init(jax.random.PRNGKey(0), x[:2])
+
+    def loss_fn(p, xb, yb):
+        return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, xb), yb)
+
+    backend = create_backend(loss_fn, params, (x, y), backend="jax")
+    assert isinstance(backend, JaxBackend)
+    tracker = Tracker(loss_fn, params, (x, y), tmp_path / "run", store_params=True)
+    train(tracker, loss_fn, params, x, y, steps=15, optimizer=optax.adam(1e-2))
+    summary = tracker.close()
+    run = open_run(tmp_path / "run")
+    assert summary["budget_used"] < 0.01 and summary["loss_change"] < 0
+    assert run.layers == ["params/Conv_0", "params/Dense_0"]
+    assert run.param_lca("params/Conv_0/kernel").shape == (15, 3, 3, 1, 6)
+
+
+def test_data_are_sharded_across_local_devices(tmp_path):
+    """Two forced CPU devices: the chunks are split over both; results equal one device's."""
+    code = """
+import jax, numpy as np
+from lca_jax import JaxBackend
+from tests.jax.conftest import init_mlp, mlp_loss
+from sklearn.datasets import load_digits
+x, y = load_digits(return_X_y=True)
+x, y = (x[:500] / 16).astype(np.float32), y[:500].astype(np.int32)
+assert len(jax.local_devices()) == 2
+two = JaxBackend(mlp_loss, init_mlp(), (x, y), batch_size=128)
+one = JaxBackend(mlp_loss, init_mlp(), (x, y), batch_size=128, devices=jax.local_devices()[:1])
+theta = two.snapshot().theta.astype(np.float64)
+a, b = two.evaluate([theta])[0], one.evaluate([theta])[0]
+assert len(two.chunks("train", False).xs.sharding.device_set) == 2
+np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
+np.testing.assert_allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7)
+print("sharded ok")
+"""
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "PYTHONPATH": os.getcwd(),
+    }
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "sharded ok" in out.stdout
+
+
+def test_bad_input_is_explained(digits):
+    x, y = digits
+    from lca_core import EmptyEvaluationSetError
+
+    with pytest.raises(EmptyEvaluationSetError, match="empty"):
+        JaxBackend(mlp_loss, init_mlp(), (x[:0], y[:0]))
+    with pytest.raises(ValueError, match="600 inputs but 5 targets"):
+        JaxBackend(mlp_loss, init_mlp(), (x, y[:5]))
+    tracker = Tracker(mlp_loss, init_mlp(), (x, y))
+    params = train(tracker, mlp_loss, init_mlp(), x, y, steps=1)
+    moved = jax.tree_util.tree_map(lambda a: a * 0.5, params)
+    with pytest.raises(RuntimeError, match="changed between tracked steps"):
+        tracker.update(moved, params)
+
+
+def test_importing_lca_jax_imports_no_other_framework():
+    code = "import sys, lca_jax; print(sorted({'torch','tensorflow','keras'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
