@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 
@@ -14,7 +15,7 @@ from lca_jax import Tracker
 
 def init(sizes: tuple[int, ...], seed: int = 0) -> dict:
     key, params = jax.random.PRNGKey(seed), {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         key, k = jax.random.split(key)
         params[f"fc{i}"] = {
             "kernel": jax.random.normal(k, (a, b)) / np.sqrt(a),

@@ -1,3 +1,5 @@
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +17,7 @@ def digits():
 def init_mlp(seed=0, sizes=(64, 32, 16, 10)):
     key = jax.random.PRNGKey(seed)
     params = {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         key, k = jax.random.split(key)
         params[f"fc{i}"] = {
             "kernel": jax.random.normal(k, (a, b)) / np.sqrt(a),

@@ -107,7 +107,7 @@ def test_donating_steps_are_safe(digits):
     params = init_mlp()
     opt_state = optax.sgd(0.1).init(params)
     new, _ = step(params, opt_state, x[:50], y[:50])
-    with pytest.raises(RuntimeError, match="tracker.start"):
+    with pytest.raises(RuntimeError, match=r"tracker\.start"):
         fresh.update(params, new)
 
 
