@@ -10,7 +10,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = {"core": "bench_core", "torch": "bench_torch", "jax": "bench_jax"}
+BENCHMARKS = {
+    "core": "bench_core",
+    "torch": "bench_torch",
+    "jax": "bench_jax",
+    "tensorflow": "bench_tensorflow",
+}
 
 
 def markdown(title: str, header: list[str], rows: list[list[str]], notes: str) -> str:

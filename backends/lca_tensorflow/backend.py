@@ -1,0 +1,245 @@
+"""The TensorFlow / Keras 3 backend.
+
+One ``tf.function`` per backend evaluates a whole pass: it assigns θ to the model's
+trainable variables, scans the evaluation set (resident as padded chunks with per-example
+weights, so the shapes never change and it never retraces) and accumulates loss and
+gradient per class group in float64. The model's variables — trainable and not — are
+restored bit-exactly afterwards; its optimizer and metrics are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lca_core import EmptyEvaluationSetError, Evaluation, Snapshot
+
+from .keras_common import layout_of, per_example_loss
+
+BN_POLICIES = ("batch", "running")
+DEFAULT_EVAL_BATCH = 4096
+_BATCHNORM = (keras.layers.BatchNormalization,)
+
+
+def _pad(
+    x: np.ndarray, y: np.ndarray, batch: int, total: int, group_of: np.ndarray, groups: int
+) -> tuple[np.ndarray, ...]:
+    """Class-pure chunks padded with zero-weight copies: (chunks, B, ...) arrays."""
+    xs, ys, ws, gs = [], [], [], []
+    for g in range(groups):
+        idx = np.flatnonzero(group_of == g)
+        if not len(idx):
+            continue
+        n = -(-len(idx) // batch)
+        take = np.concatenate([idx, np.full(n * batch - len(idx), idx[0])])
+        xs.append(x[take].reshape(n, batch, *x.shape[1:]))
+        ys.append(y[take].reshape(n, batch, *y.shape[1:]))
+        ws.append(
+            np.concatenate(
+                [np.full(len(idx), 1.0 / total), np.zeros(n * batch - len(idx))]
+            ).reshape(n, batch)
+        )
+        gs.append(np.full(n, g, np.int32))
+    return (
+        np.concatenate(xs),
+        np.concatenate(ys),
+        np.concatenate(ws).astype(np.float32),
+        np.concatenate(gs),
+    )
+
+
+class TFBackend:
+    """LCA backend for a Keras 3 model on the TensorFlow backend.
+
+    ``loss_fn`` defaults to the model's compiled loss. ``bn_policy="batch"`` (default)
+    normalises with each fixed chunk's statistics; ``"running"`` uses the moving statistics
+    and reports their drift. Dropout and other training-only layers are off.
+    """
+
+    framework = "tensorflow"
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return isinstance(model, keras.Model)
+
+    def __init__(
+        self,
+        model: keras.Model,
+        loss_fn: Any = None,
+        data: tuple[Any, Any] | None = None,
+        *,
+        val_data: tuple[Any, Any] | None = None,
+        batch_size: int = DEFAULT_EVAL_BATCH,
+        bn_policy: str = "batch",
+        num_classes: int | None = None,
+    ) -> None:
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError(
+                f"lca_tensorflow needs KERAS_BACKEND=tensorflow (it is "
+                f"{keras.backend.backend()!r}); use lca_tensorflow.LCACallback, which picks "
+                "the matching backend, or that framework's own lca backend"
+            )
+        if bn_policy not in BN_POLICIES:
+            raise ValueError(f"bn_policy must be one of {BN_POLICIES}, not {bn_policy!r}")
+        if data is None:
+            raise ValueError("give the evaluation data: (inputs, targets)")
+        if loss_fn is None:
+            loss_fn = getattr(model, "loss", None)
+        self.model, self.bn_policy, self.batch_size = model, bn_policy, int(batch_size)
+        self.loss = per_example_loss(loss_fn)
+        self.layout = layout_of(model)
+        self._vars = list(model.trainable_variables)
+        self._state_vars = list(model.non_trainable_variables)
+        self._bn_layers = [
+            layer for layer in model._flatten_layers() if isinstance(layer, _BATCHNORM)
+        ]
+        self._sets = {"train": self._host(data, "evaluation")}
+        if val_data is not None:
+            self._sets["val"] = self._host(val_data, "validation")
+        self.splits = tuple(self._sets)
+        y = self._sets["train"][1]
+        if num_classes is None and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+            num_classes = int(y.max()) + 1
+        self.num_classes = num_classes
+        self._chunks: dict[tuple[str, bool], tuple[tf.Tensor, ...]] = {}
+        self.traces = 0  # how often the pass was traced (tests check it stays at 1 per shape)
+        self._pass = tf.function(self._pass_fn, reduce_retracing=True)
+
+    @staticmethod
+    def _host(data: tuple[Any, Any], what: str) -> tuple[np.ndarray, np.ndarray]:
+        x, y = (np.asarray(a) for a in data)
+        if len(x) == 0:
+            raise EmptyEvaluationSetError(
+                f"the {what} set is empty; LCA needs at least one example to evaluate on"
+            )
+        if len(x) != len(y):
+            raise ValueError(f"the {what} set has {len(x)} inputs but {len(y)} targets")
+        return x, y
+
+    def _chunked(self, split: str, per_class: bool) -> tuple[tf.Tensor, ...]:
+        key = (split, per_class)
+        if key not in self._chunks:
+            x, y = self._sets[split]
+            batch = min(self.batch_size, len(x))
+            if per_class:
+                assert self.num_classes is not None
+                arrays = _pad(x, y, batch, len(x), y.astype(np.int64), self.num_classes)
+            else:
+                arrays = _pad(x, y, batch, len(x), np.zeros(len(x), np.int64), 1)
+            self._chunks[key] = tuple(tf.constant(a) for a in arrays)
+        return self._chunks[key]
+
+    # -- the compiled pass -----------------------------------------------------------------
+    def _pass_fn(
+        self,
+        theta: tf.Tensor,
+        xs: tf.Tensor,
+        ys: tf.Tensor,
+        ws: tf.Tensor,
+        group: tf.Tensor,
+        groups: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        self.traces += 1
+        offset = 0
+        for v in self._vars:
+            size = int(np.prod(v.shape, dtype=np.int64))
+            v.assign(tf.cast(tf.reshape(theta[offset : offset + size], v.shape), v.dtype))
+            offset += size
+        k = offset
+        loss_acc = tf.zeros([groups], tf.float64)
+        grad_acc = tf.zeros([groups, k], tf.float64)
+        for i in tf.range(tf.shape(xs)[0]):
+            with tf.GradientTape() as tape:
+                out = self.model(xs[i], training=False)
+                losses = tf.cast(self.loss(ys[i], out), tf.float32)
+                loss = tf.reduce_sum(losses * ws[i])
+            grads = tape.gradient(
+                loss, self._vars, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+            flat = tf.concat([tf.reshape(tf.cast(g, tf.float64), [-1]) for g in grads], 0)
+            index = tf.reshape(group[i], [1, 1])
+            loss_acc = tf.tensor_scatter_nd_add(
+                loss_acc, index, tf.reshape(tf.cast(loss, tf.float64), [1])
+            )
+            grad_acc = tf.tensor_scatter_nd_add(grad_acc, index, flat[None])
+        return loss_acc, grad_acc
+
+    @contextmanager
+    def _evaluation(self, state: Any) -> Iterator[None]:
+        """Variables saved and restored bit-exactly; BatchNorm on batch statistics for the
+        "batch" policy (the rest of the model in inference mode)."""
+        saved = [tf.identity(v) for v in self._vars]
+        saved_state = [tf.identity(v) for v in self._state_vars]
+        if state is not None:
+            for v, value in zip(self._state_vars, state, strict=True):
+                v.assign(value)
+        patched = []
+        if self.bn_policy == "batch":
+            for layer in self._bn_layers:
+                original = layer.call
+
+                def forced(
+                    inputs: Any, training: Any = None, mask: Any = None, _call: Any = original
+                ) -> Any:
+                    return _call(inputs, training=True, mask=mask)
+
+                layer.call = forced
+                patched.append(layer)
+        try:
+            yield
+        finally:
+            for layer in patched:
+                del layer.call
+            for v, value in zip(self._vars, saved, strict=True):
+                v.assign(value)
+            for v, value in zip(self._state_vars, saved_state, strict=True):
+                v.assign(value)
+
+    # -- protocol -------------------------------------------------------------------------
+    def policy(self) -> dict[str, Any]:
+        return {
+            "framework": "tensorflow",
+            "tensorflow_version": tf.__version__,
+            "keras_version": keras.__version__,
+            "batchnorm": self.bn_policy if self._bn_layers else None,
+            "eval_batch_size": self.batch_size,
+            "eval_samples": len(self._sets["train"][0]),
+            "dropout": "off",
+        }
+
+    def snapshot(self) -> Snapshot:
+        flat = [v.numpy().ravel() for v in self._vars]
+        dtypes = {a.dtype for a in flat}
+        theta = np.concatenate(flat if len(dtypes) == 1 else [a.astype(np.float64) for a in flat])
+        state = None
+        if self.bn_policy == "running" and self._bn_layers:
+            state = [v.numpy() for v in self._state_vars]
+        return Snapshot(theta, state)
+
+    def evaluate(
+        self,
+        thetas: Sequence[np.ndarray],
+        *,
+        state: Any = None,
+        split: str = "train",
+        per_class: bool = False,
+    ) -> list[Evaluation]:
+        if split not in self._sets:
+            raise ValueError("this backend was built without val_data")
+        xs, ys, ws, group = self._chunked(split, per_class)
+        groups = tf.constant(self.num_classes if per_class else 1, tf.int32)
+        out = []
+        with self._evaluation(state):
+            for theta in thetas:
+                loss, grad = self._pass(tf.constant(theta, tf.float64), xs, ys, ws, group, groups)
+                loss, grad = loss.numpy(), grad.numpy()
+                if per_class:
+                    out.append(Evaluation(float(loss.sum()), grad.sum(axis=0), loss, grad))
+                else:
+                    out.append(Evaluation(float(loss[0]), grad[0]))
+        return out

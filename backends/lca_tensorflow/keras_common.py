@@ -1,0 +1,43 @@
+"""Keras-only helpers shared by the TensorFlow backend and the Keras-on-JAX path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from lca_core import Layout, ParamSpec
+
+
+def _short(path: str, model: keras.Model) -> str:
+    """Variable path without the model's own name: "sequential/d1/kernel" → "d1/kernel"."""
+    head, _, rest = path.partition("/")
+    return rest if head == model.name and rest else path
+
+
+def layout_of(model: keras.Model) -> Layout:
+    """``model.trainable_variables`` grouped by layer (the variable's parent path); the
+    neuron axis is the last axis (Keras kernels are (..., in, out))."""
+    specs = []
+    for v in model.trainable_variables:
+        name = _short(v.path, model)
+        layer = name.rsplit("/", 1)[0] if "/" in name else name
+        shape = tuple(int(s) for s in v.shape)
+        specs.append(ParamSpec(name, shape, str(v.dtype), layer, len(shape) - 1 if shape else None))
+    return Layout(tuple(specs))
+
+
+def per_example_loss(loss: Any) -> Callable[[Any, Any], Any]:
+    """A loss of each example from a Keras loss (name, function or ``Loss`` object)."""
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        config = {**loss.get_config(), "reduction": "none"}
+        return type(loss).from_config(config)
+    if callable(loss):
+        return loss
+    raise TypeError(
+        f"cannot use {loss!r} as a loss: pass loss_fn= (a keras loss or a callable "
+        "loss(y_true, y_pred) returning each example's loss), or compile the model with one"
+    )

@@ -1,0 +1,45 @@
+"""``LCACallback`` under ``KERAS_BACKEND=jax``: the model's stateless call as a JAX loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from lca_jax import JaxBackend
+
+from lca_core import Snapshot
+
+from .keras_common import layout_of, per_example_loss
+
+
+class KerasJaxBackend(JaxBackend):
+    """A :class:`lca_jax.JaxBackend` whose parameters are a Keras model's trainable
+    variables (read from the model at each snapshot)."""
+
+    def __init__(
+        self, model: keras.Model, loss_fn: Any, data: tuple[Any, Any], **options: Any
+    ) -> None:
+        if model.non_trainable_variables:
+            raise RuntimeError(
+                "under KERAS_BACKEND=jax, LCACallback supports models without non-trainable "
+                "state (BatchNorm moving statistics would be frozen into the compiled loss); "
+                "use KERAS_BACKEND=tensorflow for this model"
+            )
+        loss = per_example_loss(loss_fn if loss_fn is not None else model.loss)
+
+        def jax_loss(params: Any, x: Any, y: Any) -> Any:
+            out, _ = model.stateless_call(params, [], x, training=False)
+            return loss(y, out)
+
+        self.model = model
+        super().__init__(jax_loss, [v.value for v in model.trainable_variables], data, **options)
+        self.layout = layout_of(model)
+
+    def snapshot(self) -> Snapshot:
+        # during fit, Keras' JAX trainer keeps the state outside the variables; attach it
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        values = [np.asarray(v.value).ravel() for v in self.model.trainable_variables]
+        return Snapshot(np.concatenate(values))
