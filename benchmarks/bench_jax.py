@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common import HEADER, ratio_rows
 from lca_jax import Tracker
 
 
@@ -73,35 +74,8 @@ def measure(sizes: tuple[int, ...], x: np.ndarray, y: np.ndarray, steps: int) ->
 
 
 def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
-    from sklearn.datasets import load_digits
-
     steps = 10 if quick else 40
-    x, y = load_digits(return_X_y=True)
-    cases = [
-        (
-            "digits MLP 64-100-50-10, N=1797",
-            (64, 100, 50, 10),
-            (x / 16).astype(np.float32),
-            y.astype(np.int32),
-        )
-    ]
-    n = 12_000 if quick else 60_000
-    rng = np.random.default_rng(0)
-    gx = rng.normal(size=(n, 784)).astype(np.float32)
-    gy = ((gx[:, :10].argmax(1) + (gx[:, 10] > 1)) % 10).astype(np.int32)
-    cases.append((f"MLP 784-100-50-10, N={n}", (784, 100, 50, 10), gx, gy))
-    rows = []
-    for name, sizes, xs, ys in cases:
-        m = measure(sizes, xs, ys, steps)
-        rows.append(
-            [
-                name,
-                f"{1e3 * m['pass']:.2f}",
-                f"{1e3 * m['lca']:.2f}",
-                f"{m['panels']:.2f}",
-                f"{m['lca'] / (2 * m['pass']):.3f}",
-            ]
-        )
+    rows = ratio_rows(measure, quick, steps, np.int32)
     notes = (
         f"jax {jax.__version__} on {jax.devices()[0].platform}; median of {steps} steps "
         "after compilation. The hand-written pass takes the whole set at once; lca scans "
@@ -110,7 +84,7 @@ def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
     )
     return (
         "JAX: LCA step vs two hand-written jitted gradient passes",
-        ["case", "pass ms", "LCA step ms", "mean panels", "ratio"],
+        HEADER,
         rows,
         notes,
     )

@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 import tensorflow as tf
+from common import HEADER, ratio_rows
 from lca_tensorflow import TFBackend
 
 from lca_core import Allocator
@@ -63,35 +64,8 @@ def measure(sizes: tuple[int, ...], x: np.ndarray, y: np.ndarray, steps: int) ->
 
 
 def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
-    from sklearn.datasets import load_digits
-
     steps = 10 if quick else 40
-    x, y = load_digits(return_X_y=True)
-    cases = [
-        (
-            "digits MLP 64-100-50-10, N=1797",
-            (64, 100, 50, 10),
-            (x / 16).astype(np.float32),
-            y.astype(np.int64),
-        )
-    ]
-    n = 12_000 if quick else 60_000
-    rng = np.random.default_rng(0)
-    gx = rng.normal(size=(n, 784)).astype(np.float32)
-    gy = ((gx[:, :10].argmax(1) + (gx[:, 10] > 1)) % 10).astype(np.int64)
-    cases.append((f"MLP 784-100-50-10, N={n}", (784, 100, 50, 10), gx, gy))
-    rows = []
-    for name, sizes, xs, ys in cases:
-        m = measure(sizes, xs, ys, steps)
-        rows.append(
-            [
-                name,
-                f"{1e3 * m['pass']:.2f}",
-                f"{1e3 * m['lca']:.2f}",
-                f"{m['panels']:.2f}",
-                f"{m['lca'] / (2 * m['pass']):.3f}",
-            ]
-        )
+    rows = ratio_rows(measure, quick, steps, np.int64)
     notes = (
         f"tensorflow {tf.__version__}, keras {keras.__version__}, CPU; median of {steps} "
         "steps after tracing. The hand-written pass takes the whole set at once; lca "
@@ -99,7 +73,7 @@ def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
     )
     return (
         "TensorFlow/Keras: LCA step vs two hand-written tf.function gradient passes",
-        ["case", "pass ms", "LCA step ms", "mean panels", "ratio"],
+        HEADER,
         rows,
         notes,
     )

@@ -17,22 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EmptyEvaluationSetError
+from .evaluation_data import check_evaluation_data, infer_num_classes
 from .layout import Layout
 from .protocol import Evaluation, Snapshot
 
 LossAndGrad = Callable[..., tuple[float, np.ndarray]]
-
-
-def _check_data(data: tuple[np.ndarray, np.ndarray], what: str) -> tuple[np.ndarray, np.ndarray]:
-    x, y = (np.asarray(a) for a in data)
-    if len(x) == 0:
-        raise EmptyEvaluationSetError(
-            f"the {what} set is empty; LCA needs at least one sample to evaluate the loss on"
-        )
-    if len(x) != len(y):
-        raise ValueError(f"the {what} set has {len(x)} inputs but {len(y)} labels")
-    return x, y
 
 
 class FunctionBackend:
@@ -64,12 +53,10 @@ class FunctionBackend:
         self.params = theta
         self._fn = loss_and_grad
         self._per_class_fn = per_class
-        self._data = _check_data(data, "evaluation") if data is not None else None
-        self._val = _check_data(val_data, "validation") if val_data is not None else None
+        self._data = check_evaluation_data(data, "evaluation") if data is not None else None
+        self._val = check_evaluation_data(val_data, "validation") if val_data is not None else None
         if self._data is not None and num_classes is None:
-            labels = self._data[1]
-            if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
-                num_classes = int(labels.max()) + 1
+            num_classes = infer_num_classes(self._data[1])
         self.num_classes = num_classes if (self._data is not None or per_class) else None
         self.splits = ("train", "val") if self._val is not None else ("train",)
 

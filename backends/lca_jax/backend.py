@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
+from lca_core import Evaluation, Layout, ParamSpec, Snapshot
+from lca_core.evaluation_data import check_evaluation_data, infer_num_classes, pad_chunks
 
 DEFAULT_EVAL_BATCH = 4096
 DEFAULT_MAX_VMAP = 4
@@ -142,8 +143,7 @@ def full_pass(
 
 
 class Chunks(NamedTuple):
-    """An evaluation set padded into (chunks, B, ...) with per-example weights 1/N (0 = pad),
-    and the group (class) each chunk belongs to."""
+    """Padded evaluation chunks on the device(s) and the number of class groups."""
 
     xs: Any
     ys: Any
@@ -156,32 +156,14 @@ def make_chunks(
     x: np.ndarray,
     y: np.ndarray,
     batch: int,
-    total: int,
     group_of: np.ndarray | None = None,
     groups: int = 1,
     sharding: NamedSharding | None = None,
 ) -> Chunks:
-    """Pad each group's examples to whole chunks; chunks of one group hold only its examples."""
-    xs, ys, ws, gs = [], [], [], []
-    group_of = np.zeros(len(x), dtype=np.int64) if group_of is None else group_of
-    for g in range(groups):
-        idx = np.flatnonzero(group_of == g)
-        n_chunks = -(-len(idx) // batch)
-        pad = n_chunks * batch - len(idx)
-        take = np.concatenate([idx, np.full(pad, idx[0] if len(idx) else 0, np.int64)])
-        weight = np.concatenate([np.full(len(idx), 1.0 / total), np.zeros(pad)])
-        xs.append(x[take].reshape(n_chunks, batch, *x.shape[1:]))
-        ys.append(y[take].reshape(n_chunks, batch, *y.shape[1:]))
-        ws.append(weight.reshape(n_chunks, batch))
-        gs.append(np.full(n_chunks, g, np.int32))
+    """The set padded into chunks (class-pure when grouped), put on the device(s)."""
+    padded = pad_chunks(x, y, batch, group_of, groups)
     put = (lambda a: jax.device_put(a, sharding)) if sharding is not None else jnp.asarray
-    return Chunks(
-        put(np.concatenate(xs)),
-        put(np.concatenate(ys)),
-        put(np.concatenate(ws).astype(np.float32)),
-        jnp.asarray(np.concatenate(gs)),
-        groups,
-    )
+    return Chunks(put(padded.xs), put(padded.ys), put(padded.ws), jnp.asarray(padded.group), groups)
 
 
 class JaxBackend:
@@ -222,31 +204,17 @@ class JaxBackend:
         if len(self.devices) > 1:
             mesh = Mesh(np.array(self.devices), ("data",))
             self._sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
-        self._sets = {"train": self._host(data, "evaluation")}
+        self._sets = {"train": check_evaluation_data(data, "evaluation")}
         if val_data is not None:
-            self._sets["val"] = self._host(val_data, "validation")
+            self._sets["val"] = check_evaluation_data(val_data, "validation")
         self.splits = tuple(self._sets)
-        y = self._sets["train"][1]
-        if num_classes is None and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
-            num_classes = int(y.max()) + 1
-        self.num_classes = num_classes
+        self.num_classes = num_classes or infer_num_classes(self._sets["train"][1])
         self._chunks: dict[tuple[str, bool], Chunks] = {}
 
     def _fit_batch(self, batch: int) -> int:
         """Chunks split evenly over the devices."""
         n = len(self.devices)
         return max(n, batch // n * n)
-
-    @staticmethod
-    def _host(data: tuple[Any, Any], what: str) -> tuple[np.ndarray, np.ndarray]:
-        x, y = (np.asarray(a) for a in data)
-        if len(x) == 0:
-            raise EmptyEvaluationSetError(
-                f"the {what} set is empty; LCA needs at least one example to evaluate on"
-            )
-        if len(x) != len(y):
-            raise ValueError(f"the {what} set has {len(x)} inputs but {len(y)} targets")
-        return x, y
 
     def chunks(self, split: str, per_class: bool) -> Chunks:
         """The split's padded chunks on the device(s), built once."""
@@ -257,10 +225,10 @@ class JaxBackend:
             if per_class:
                 assert self.num_classes is not None
                 self._chunks[key] = make_chunks(
-                    x, y, batch, len(x), y.astype(np.int64), self.num_classes, self._sharding
+                    x, y, batch, y.astype(np.int64), self.num_classes, self._sharding
                 )
             else:
-                self._chunks[key] = make_chunks(x, y, batch, len(x), sharding=self._sharding)
+                self._chunks[key] = make_chunks(x, y, batch, sharding=self._sharding)
         return self._chunks[key]
 
     # -- protocol -------------------------------------------------------------------------

@@ -17,40 +17,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lca_core import EmptyEvaluationSetError, Evaluation, Snapshot
+from lca_core import Evaluation, Snapshot
+from lca_core.evaluation_data import check_evaluation_data, infer_num_classes, pad_chunks
 
 from .keras_common import layout_of, per_example_loss
 
 BN_POLICIES = ("batch", "running")
 DEFAULT_EVAL_BATCH = 4096
 _BATCHNORM = (keras.layers.BatchNormalization,)
-
-
-def _pad(
-    x: np.ndarray, y: np.ndarray, batch: int, total: int, group_of: np.ndarray, groups: int
-) -> tuple[np.ndarray, ...]:
-    """Class-pure chunks padded with zero-weight copies: (chunks, B, ...) arrays."""
-    xs, ys, ws, gs = [], [], [], []
-    for g in range(groups):
-        idx = np.flatnonzero(group_of == g)
-        if not len(idx):
-            continue
-        n = -(-len(idx) // batch)
-        take = np.concatenate([idx, np.full(n * batch - len(idx), idx[0])])
-        xs.append(x[take].reshape(n, batch, *x.shape[1:]))
-        ys.append(y[take].reshape(n, batch, *y.shape[1:]))
-        ws.append(
-            np.concatenate(
-                [np.full(len(idx), 1.0 / total), np.zeros(n * batch - len(idx))]
-            ).reshape(n, batch)
-        )
-        gs.append(np.full(n, g, np.int32))
-    return (
-        np.concatenate(xs),
-        np.concatenate(ys),
-        np.concatenate(ws).astype(np.float32),
-        np.concatenate(gs),
-    )
 
 
 class TFBackend:
@@ -98,28 +72,14 @@ class TFBackend:
         self._bn_layers = [
             layer for layer in model._flatten_layers() if isinstance(layer, _BATCHNORM)
         ]
-        self._sets = {"train": self._host(data, "evaluation")}
+        self._sets = {"train": check_evaluation_data(data, "evaluation")}
         if val_data is not None:
-            self._sets["val"] = self._host(val_data, "validation")
+            self._sets["val"] = check_evaluation_data(val_data, "validation")
         self.splits = tuple(self._sets)
-        y = self._sets["train"][1]
-        if num_classes is None and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
-            num_classes = int(y.max()) + 1
-        self.num_classes = num_classes
+        self.num_classes = num_classes or infer_num_classes(self._sets["train"][1])
         self._chunks: dict[tuple[str, bool], tuple[tf.Tensor, ...]] = {}
         self.traces = 0  # how often the pass was traced (tests check it stays at 1 per shape)
         self._pass = tf.function(self._pass_fn, reduce_retracing=True)
-
-    @staticmethod
-    def _host(data: tuple[Any, Any], what: str) -> tuple[np.ndarray, np.ndarray]:
-        x, y = (np.asarray(a) for a in data)
-        if len(x) == 0:
-            raise EmptyEvaluationSetError(
-                f"the {what} set is empty; LCA needs at least one example to evaluate on"
-            )
-        if len(x) != len(y):
-            raise ValueError(f"the {what} set has {len(x)} inputs but {len(y)} targets")
-        return x, y
 
     def _chunked(self, split: str, per_class: bool) -> tuple[tf.Tensor, ...]:
         key = (split, per_class)
@@ -128,9 +88,9 @@ class TFBackend:
             batch = min(self.batch_size, len(x))
             if per_class:
                 assert self.num_classes is not None
-                arrays = _pad(x, y, batch, len(x), y.astype(np.int64), self.num_classes)
+                arrays = pad_chunks(x, y, batch, y.astype(np.int64), self.num_classes)
             else:
-                arrays = _pad(x, y, batch, len(x), np.zeros(len(x), np.int64), 1)
+                arrays = pad_chunks(x, y, batch)
             self._chunks[key] = tuple(tf.constant(a) for a in arrays)
         return self._chunks[key]
 

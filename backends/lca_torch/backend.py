@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
+from lca_core.evaluation_data import infer_num_classes
 
 BN_POLICIES = ("batch", "running")
 DEFAULT_EVAL_BATCH = 4096
@@ -142,10 +143,8 @@ class TorchBackend:
             _as_chunks(val_data, self.batch_size, self.device) if val_data is not None else None
         )
         self.splits = ("train", "val") if self._val is not None else ("train",)
-        labels = torch.cat([y for _, y in self._chunks])
-        if num_classes is None and labels.ndim == 1 and not labels.is_floating_point():
-            num_classes = int(labels.max()) + 1
-        self.num_classes = num_classes
+        labels = torch.cat([y for _, y in self._chunks]).cpu().numpy()
+        self.num_classes = num_classes or infer_num_classes(labels)
         self._by_class: dict[str, list[Chunks]] = {}
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}

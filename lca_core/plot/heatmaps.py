@@ -23,12 +23,16 @@ from ._style import LCA_CMAP, new_figure
 
 
 def as_image(values: np.ndarray, spec: ParamSpec) -> np.ndarray:
-    """A parameter's values laid out as a 2-D image (NaN = gap between conv tiles)."""
+    """A parameter's values laid out as a 2-D image (NaN = gap between conv tiles), output
+    neurons down the rows. Channel-last kernels (Keras, flax: (..., in, out), the neuron
+    axis last) are brought to PyTorch's (out, in, ...) order first."""
     v = np.asarray(values, dtype=np.float64).reshape(spec.shape)
     if v.ndim == 0:
         return v.reshape(1, 1)
     if v.ndim == 1:
         return v[:, None]
+    if spec.neuron_axis == v.ndim - 1:  # (..., in, out) → (out, in, ...)
+        v = np.transpose(v, (v.ndim - 1, v.ndim - 2, *range(v.ndim - 2)))
     if v.ndim == 2:
         return v
     out_c, in_c = v.shape[:2]

@@ -98,6 +98,12 @@ def test_conv_kernels_are_tiled_by_output_and_input_channel():
     assert image.shape == (2 * 3 - 1, 3 * 3 - 1)
     np.testing.assert_array_equal(image[3:5, 6:8], values[1, 2])  # output 1, input 2
     assert np.isnan(image[2]).all() and np.isnan(image[:, 2]).all()  # gaps between tiles
+    channel_last = ParamSpec("conv/kernel", (2, 2, 3, 2), "float32", "conv", 3)  # (h, w, in, out)
+    np.testing.assert_array_equal(P.as_image(values.transpose(2, 3, 1, 0), channel_last), image)
+    dense = ParamSpec("fc/kernel", (3, 4), "float32", "fc", 1)  # (in, out)
+    np.testing.assert_array_equal(
+        P.as_image(np.arange(12.0).reshape(3, 4), dense), np.arange(12.0).reshape(3, 4).T
+    )
     bias = ParamSpec("conv.bias", (4,), "float32", "conv", 0)
     assert P.as_image(np.ones(4), bias).shape == (4, 1)
 

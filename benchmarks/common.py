@@ -1,0 +1,43 @@
+"""What the framework benchmarks share: the two cases and the ratio table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+HEADER = ["case", "pass ms", "LCA step ms", "mean panels", "ratio"]
+
+
+def cases(quick: bool) -> list[tuple[str, tuple[int, ...], np.ndarray, np.ndarray]]:
+    """The demo model on digits, and 784-100-50-10 on generated MNIST-sized data."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    n = 12_000 if quick else 60_000
+    rng = np.random.default_rng(0)
+    gx = rng.normal(size=(n, 784)).astype(np.float32)
+    gy = (gx[:, :10].argmax(1) + (gx[:, 10] > 1)) % 10
+    return [
+        ("digits MLP 64-100-50-10, N=1797", (64, 100, 50, 10), (x / 16).astype(np.float32), y),
+        (f"MLP 784-100-50-10, N={n}", (784, 100, 50, 10), gx, gy),
+    ]
+
+
+def ratio_rows(
+    measure: Callable[..., dict], quick: bool, steps: int, label_dtype: type = np.int64
+) -> list[list[str]]:
+    """One row per case: median pass, median LCA step, panels, LCA ÷ (2 × pass)."""
+    rows = []
+    for name, sizes, x, y in cases(quick):
+        m = measure(sizes, x, y.astype(label_dtype), steps)
+        rows.append(
+            [
+                name,
+                f"{1e3 * m['pass']:.2f}",
+                f"{1e3 * m['lca']:.2f}",
+                f"{m['panels']:.2f}",
+                f"{m['lca'] / (2 * m['pass']):.3f}",
+            ]
+        )
+    return rows

@@ -1,0 +1,74 @@
+"""Evaluation sets as backends need them: checked, labelled, padded into fixed chunks.
+
+Padding every chunk to one size (with zero-weight copies) lets a compiled gradient pass
+(jit, tf.function) keep one shape for every step; class-pure chunks give per-class
+gradients within the same single pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .errors import EmptyEvaluationSetError
+
+
+def check_evaluation_data(
+    data: tuple[Any, Any], what: str = "evaluation"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) as host arrays; an empty set or a length mismatch is refused."""
+    x, y = (np.asarray(a) for a in data)
+    if len(x) == 0:
+        raise EmptyEvaluationSetError(
+            f"the {what} set is empty; LCA needs at least one example to evaluate the loss on"
+        )
+    if len(x) != len(y):
+        raise ValueError(f"the {what} set has {len(x)} inputs but {len(y)} targets")
+    return x, y
+
+
+def infer_num_classes(labels: Any) -> int | None:
+    """Classes of integer class labels (max + 1); None for anything else (regression,
+    one-hot targets)."""
+    y = np.asarray(labels)
+    if y.ndim == 1 and y.size and np.issubdtype(y.dtype, np.integer):
+        return int(y.max()) + 1
+    return None
+
+
+class PaddedChunks(NamedTuple):
+    """(chunks, B, ...) inputs and targets, (chunks, B) weights (1/N, 0 for padding) and
+    the group (class) of each chunk."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    ws: np.ndarray
+    group: np.ndarray
+
+
+def pad_chunks(
+    x: np.ndarray, y: np.ndarray, batch: int, group_of: np.ndarray | None = None, groups: int = 1
+) -> PaddedChunks:
+    """Each group's examples in whole chunks of ``batch``, padded with weight-0 copies."""
+    group_of = np.zeros(len(x), dtype=np.int64) if group_of is None else group_of
+    xs, ys, ws, gs = [], [], [], []
+    for g in range(groups):
+        idx = np.flatnonzero(group_of == g)
+        if not len(idx):
+            continue
+        n = -(-len(idx) // batch)
+        pad = n * batch - len(idx)
+        take = np.concatenate([idx, np.full(pad, idx[0])])
+        xs.append(x[take].reshape(n, batch, *x.shape[1:]))
+        ys.append(y[take].reshape(n, batch, *y.shape[1:]))
+        ws.append(
+            np.concatenate([np.full(len(idx), 1.0 / len(x)), np.zeros(pad)]).reshape(n, batch)
+        )
+        gs.append(np.full(n, g, np.int32))
+    return PaddedChunks(
+        np.concatenate(xs),
+        np.concatenate(ys),
+        np.concatenate(ws).astype(np.float32),
+        np.concatenate(gs),
+    )
