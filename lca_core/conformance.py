@@ -164,11 +164,12 @@ def run_adapter(
     )
 
 
-#: float32 models: losses agree to float32 rounding of a mean over 120 examples; a
-#: per-parameter LCA Δ_i·ḡ_i inherits ḡ's float32 error (~1e-6 relative to the largest
-#: gradient entries), so it is compared against the largest |LCA| of the run.
-LOSS_RTOL = 1e-5
-LCA_ATOL_REL = 1e-4
+#: Tolerances for float32 models, ~10-15× what was measured (2026-11, 4 backends): losses
+#: agree to 2e-7 relative (float32 rounding of a mean over 120 examples, summed in a
+#: different order by each framework); per-parameter LCA Δ_i·ḡ_i inherits ḡ's float32
+#: error, measured up to 7e-7 of the run's largest |LCA|; residuals up to 7e-7 nats.
+LOSS_RTOL = 2e-6
+LCA_ATOL_REL = 1e-5
 RESIDUAL_ATOL = 1e-5
 
 

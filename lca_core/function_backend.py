@@ -30,7 +30,7 @@ class FunctionBackend:
     framework = None
 
     @classmethod
-    def accepts(cls, model: Any) -> bool:
+    def accepts(cls, model: Any, *args: Any) -> bool:
         return callable(model)
 
     def __init__(

@@ -44,8 +44,9 @@ def load_backend(name: str) -> type:
         ) from exc
 
 
-def detect_backend(model: Any) -> type:
-    """The first installed backend whose framework is imported and that accepts ``model``."""
+def detect_backend(model: Any, *args: Any) -> type:
+    """The first installed backend whose framework is imported and that accepts ``model``
+    (and the arguments that come with it, e.g. a JAX loss's parameters)."""
     # framework backends first: the function backend accepts any callable, models included
     for name, ep in sorted(_entry_points().items(), key=lambda item: item[0] == "function"):
         if name != "function" and name not in sys.modules:
@@ -59,7 +60,7 @@ def detect_backend(model: Any) -> type:
                 stacklevel=2,
             )
             continue
-        if cls.accepts(model):
+        if cls.accepts(model, *args):
             return cls
     raise UnknownBackendError(
         f"no installed lca backend accepts a {type(model).__module__}.{type(model).__name__}; "
@@ -71,5 +72,9 @@ def create_backend(model: Any, *args: Any, backend: Any = None, **options: Any) 
     """Build a backend for ``model``: ``backend`` may be a name, a class or a ready instance."""
     if backend is not None and not isinstance(backend, (str, type)):
         return backend
-    cls = load_backend(backend) if isinstance(backend, str) else backend or detect_backend(model)
+    cls = (
+        load_backend(backend)
+        if isinstance(backend, str)
+        else backend or detect_backend(model, *args)
+    )
     return cls(model, *args, **options)

@@ -176,8 +176,10 @@ class JaxBackend:
     framework = "jax"
 
     @classmethod
-    def accepts(cls, model: Any) -> bool:
-        return callable(model) and not isinstance(model, type)
+    def accepts(cls, model: Any, params: Any = None, *args: Any) -> bool:
+        """A loss function whose parameters are (or contain) JAX arrays."""
+        leaves = jax.tree_util.tree_leaves(params)
+        return callable(model) and any(isinstance(leaf, jax.Array) for leaf in leaves)
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ class TFBackend:
     framework = "tensorflow"
 
     @classmethod
-    def accepts(cls, model: Any) -> bool:
+    def accepts(cls, model: Any, *args: Any) -> bool:
         return isinstance(model, keras.Model)
 
     def __init__(

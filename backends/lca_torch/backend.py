@@ -113,7 +113,7 @@ class TorchBackend:
     framework = "torch"
 
     @classmethod
-    def accepts(cls, model: Any) -> bool:
+    def accepts(cls, model: Any, *args: Any) -> bool:
         return isinstance(model, nn.Module)
 
     def __init__(

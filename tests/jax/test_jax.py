@@ -199,3 +199,12 @@ def test_importing_lca_jax_imports_no_other_framework():
     code = "import sys, lca_jax; print(sorted({'torch','tensorflow','keras'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_auto_detection_tells_a_jax_loss_from_a_numpy_function(digits):
+    x, y = digits
+    from lca_core import FunctionBackend
+
+    assert isinstance(create_backend(mlp_loss, init_mlp(), (x, y)), JaxBackend)
+    numpy_loss = lambda theta: (float(theta @ theta), 2 * theta)  # noqa: E731
+    assert isinstance(create_backend(numpy_loss, np.ones(3)), FunctionBackend)
