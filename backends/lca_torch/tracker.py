@@ -87,6 +87,7 @@ class Tracker:
         else:
             self._writer = None
             self.allocator = Allocator(self.backend, store, rule=rule, tol=tol, **options)
+            self.optimizer_steps = self.allocator.steps * every  # resumed runs continue
 
     # -- the two calls around optimizer.step() -----------------------------------------------
     def begin(self) -> None:

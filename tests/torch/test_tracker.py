@@ -233,3 +233,20 @@ def test_bad_evaluation_data_is_explained(digits):
     a, b = from_loader.evaluate([theta])[0], from_tensors.evaluate([theta])[0]
     assert a.loss == pytest.approx(b.loss, rel=1e-6)
     np.testing.assert_allclose(a.grad, b.grad, rtol=1e-5, atol=1e-8)
+
+
+def test_resume_appends_to_the_run_after_a_restart(digits, tmp_path):
+    x, y, _, _ = digits
+    model = mlp()
+    first = Tracker(model, ce, (x, y), tmp_path / "run")
+    train(model, first, x, y, steps=4)
+    first.close()
+    again = Tracker(model, ce, (x, y), tmp_path / "run", resume=True)  # e.g. from a checkpoint
+    train(model, again, x, y, steps=3, seed=1)
+    summary = again.close()
+    run = open_run(tmp_path / "run")
+    assert run.steps == summary["steps"] == 7
+    np.testing.assert_array_equal(run.step_index, np.arange(7))
+    np.testing.assert_allclose(
+        run.layer_lca.sum(1) + run.residuals, np.diff(run.losses), atol=1e-10
+    )
