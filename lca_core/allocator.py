@@ -366,9 +366,9 @@ class Allocator:
             val_residual = self._residual(prev.evals["val"], end_evals["val"], delta, val_g)
             val_layer_lca = self.layout.reduce_by_layer(delta * val_g.value())
         converged = max(abs(residual), abs(val_residual or 0.0)) <= self.tol
-        layer_lca = self.layout.reduce_by_layer(lca)
-        helped = self.layout.reduce_by_layer((lca < 0).astype(np.int64))
-        hurt = self.layout.reduce_by_layer((lca > 0).astype(np.int64))
+        # one reduction for the sums and both sign counts (counts are exact in float64)
+        layer_lca, helped, hurt = self.layout.reduce_by_layer(np.stack([lca, lca < 0, lca > 0]))
+        helped, hurt = helped.astype(np.int64), hurt.astype(np.int64)
         counts = np.stack([helped, hurt, self._layer_sizes - helped - hurt], axis=-1)
         class_lca = delta * c.value() if c is not None else None
         self.budget.add(residual)

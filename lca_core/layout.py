@@ -122,20 +122,37 @@ class Layout:
         return found
 
     @cached_property
+    def _layer_starts(self) -> np.ndarray | None:
+        """Where each layer starts in θ when every layer's parameters are consecutive and
+        non-empty (the usual case: one reduceat does the whole reduction), else None."""
+        first = np.r_[True, self.param_layer[1:] != self.param_layer[:-1]]
+        runs = self.param_layer[first]
+        sizes = np.diff(self.offsets)
+        layer_sizes = np.bincount(self.param_layer, weights=sizes, minlength=len(self.layers))
+        if (
+            len(runs) != len(self.layers)
+            or np.any(runs != np.arange(len(self.layers)))
+            or np.any(layer_sizes == 0)
+        ):
+            return None
+        return self.offsets[:-1][first]
+
+    @cached_property
     def _layer_members(self) -> list[np.ndarray]:
         return [np.flatnonzero(self.param_layer == j) for j in range(len(self.layers))]
 
     def reduce_by_param(self, values: np.ndarray) -> np.ndarray:
         """Sum a (..., K) array over each parameter's coordinates → (..., n_params)."""
-        sizes = np.diff(self.offsets)
-        starts = np.minimum(self.offsets[:-1], max(self.size - 1, 0))
-        out = np.add.reduceat(values, starts, axis=-1)
-        out[..., sizes == 0] = 0  # reduceat yields the start element for empty segments
+        nonempty = np.diff(self.offsets) > 0  # reduceat mishandles empty segments
+        out = np.zeros((*values.shape[:-1], len(self.params)), dtype=values.dtype)
+        out[..., nonempty] = np.add.reduceat(values, self.offsets[:-1][nonempty], axis=-1)
         return out
 
     def reduce_by_layer(self, values: np.ndarray) -> np.ndarray:
         """Sum a (..., K) array over each layer's coordinates → (..., n_layers)."""
         # no BLAS here: it would wake OpenBLAS threads that fight the framework's own pool
+        if self._layer_starts is not None:
+            return np.add.reduceat(values, self._layer_starts, axis=-1)
         per_param = self.reduce_by_param(values)
         return np.stack([per_param[..., m].sum(axis=-1) for m in self._layer_members], axis=-1)
 

@@ -76,13 +76,18 @@ class NestedSum:
         # initial interior nodes: simpson has one (s = 1/2, odd index); trapezoid none
         self.odd = sum(interior) if interior else np.zeros_like(g0)
         self.even = np.zeros_like(g0)
+        self._value: np.ndarray | None = None
 
     def value(self) -> np.ndarray:
-        if self.rule == "first_order":
-            return self.g0
-        if self.rule == "trapezoid":
-            return (0.5 * self.ends + self.odd + self.even) / self.n
-        return (self.ends + 4.0 * self.odd + 2.0 * self.even) / (3.0 * self.n)
+        """The current estimate of ḡ (cached until the next refinement)."""
+        if self._value is None:
+            if self.rule == "first_order":
+                self._value = self.g0
+            elif self.rule == "trapezoid":
+                self._value = (0.5 * self.ends + self.odd + self.even) / self.n
+            else:
+                self._value = (self.ends + 4.0 * self.odd + 2.0 * self.even) / (3.0 * self.n)
+        return self._value
 
     def refine(self, new: list[np.ndarray]) -> None:
         """Add the gradients at :func:`refinement_nodes` (self.n) and double n."""
@@ -91,3 +96,4 @@ class NestedSum:
         self.even = self.even + self.odd
         self.odd = sum(new)
         self.n *= 2
+        self._value = None

@@ -1,0 +1,30 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lca_core import Layout, ParamSpec
+
+params = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=7)
+
+
+@given(params, st.integers(0, 10**6))
+def test_layer_and_parameter_sums_match_a_naive_sum(items, seed):
+    """Interleaved layers, empty parameters: both reduction paths give plain sums."""
+    if sum(size for size, _ in items) == 0:
+        items = [*items, (1, 0)]
+    layout = Layout(
+        tuple(
+            ParamSpec(f"p{i}", (size,), "float32", f"l{layer}", 0)
+            for i, (size, layer) in enumerate(items)
+        )
+    )
+    values = np.random.default_rng(seed).normal(size=(2, layout.size))
+    by_layer = layout.reduce_by_layer(values)
+    for j, name in enumerate(layout.layers):
+        cols = np.concatenate(
+            [np.arange(layout.size)[layout.slice_of(p.name)] for p in layout.layer_params(name)]
+        )
+        np.testing.assert_allclose(by_layer[:, j], values[:, cols].sum(axis=1), atol=1e-12)
+    np.testing.assert_allclose(
+        layout.reduce_by_param(values).sum(axis=1), values.sum(axis=1), atol=1e-12
+    )
