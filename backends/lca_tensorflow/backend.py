@@ -78,8 +78,15 @@ class TFBackend:
         self.splits = tuple(self._sets)
         self.num_classes = num_classes or infer_num_classes(self._sets["train"][1])
         self._chunks: dict[tuple[str, bool], tuple[tf.Tensor, ...]] = {}
+        self._concrete: dict[tuple[str, bool], Any] = {}
         self.traces = 0  # how often the pass was traced (tests check it stays at 1 per shape)
         self._pass = tf.function(self._pass_fn, reduce_retracing=True)
+        # saving and restoring every variable as one graph each: one dispatch, not one per op
+        everything = self._vars + self._state_vars
+        self._save = tf.function(lambda: [tf.identity(v) for v in everything])
+        self._restore = tf.function(
+            lambda values: [v.assign(x) for v, x in zip(everything, values, strict=True)]
+        )
 
     def _chunked(self, split: str, per_class: bool) -> tuple[tf.Tensor, ...]:
         key = (split, per_class)
@@ -91,7 +98,8 @@ class TFBackend:
                 arrays = pad_chunks(x, y, batch, y.astype(np.int64), self.num_classes)
             else:
                 arrays = pad_chunks(x, y, batch)
-            self._chunks[key] = tuple(tf.constant(a) for a in arrays)
+            groups = self.num_classes if per_class else 1
+            self._chunks[key] = (*(tf.constant(a) for a in arrays), tf.constant(groups, tf.int32))
         return self._chunks[key]
 
     # -- the compiled pass -----------------------------------------------------------------
@@ -133,8 +141,7 @@ class TFBackend:
     def _evaluation(self, state: Any) -> Iterator[None]:
         """Variables saved and restored bit-exactly; BatchNorm on batch statistics for the
         "batch" policy (the rest of the model in inference mode)."""
-        saved = [tf.identity(v) for v in self._vars]
-        saved_state = [tf.identity(v) for v in self._state_vars]
+        saved = self._save()
         if state is not None:
             for v, value in zip(self._state_vars, state, strict=True):
                 v.assign(value)
@@ -155,10 +162,7 @@ class TFBackend:
         finally:
             for layer in patched:
                 del layer.call
-            for v, value in zip(self._vars, saved, strict=True):
-                v.assign(value)
-            for v, value in zip(self._state_vars, saved_state, strict=True):
-                v.assign(value)
+            self._restore(saved)
 
     # -- protocol -------------------------------------------------------------------------
     def policy(self) -> dict[str, Any]:
@@ -191,12 +195,17 @@ class TFBackend:
     ) -> list[Evaluation]:
         if split not in self._sets:
             raise ValueError("this backend was built without val_data")
-        xs, ys, ws, group = self._chunked(split, per_class)
-        groups = tf.constant(self.num_classes if per_class else 1, tf.int32)
+        args = self._chunked(split, per_class)
+        key = (split, per_class)
         out = []
-        with self._evaluation(state):
+        with self._evaluation(state):  # traced inside: BatchNorm's policy is in the graph
+            if key not in self._concrete:  # looked up once: calling a tf.function re-hashes
+                self._concrete[key] = self._pass.get_concrete_function(
+                    tf.TensorSpec([self.layout.size], tf.float64), *args
+                )
+            run_pass = self._concrete[key]
             for theta in thetas:
-                loss, grad = self._pass(tf.constant(theta, tf.float64), xs, ys, ws, group, groups)
+                loss, grad = run_pass(tf.constant(theta, tf.float64), *args)
                 loss, grad = loss.numpy(), grad.numpy()
                 if per_class:
                     out.append(Evaluation(float(loss.sum()), grad.sum(axis=0), loss, grad))
