@@ -29,6 +29,15 @@ class Evaluation:
     class_losses: np.ndarray | None = None
     class_grads: np.ndarray | None = None
 
+    @classmethod
+    def from_groups(cls, losses: np.ndarray, grads: np.ndarray, per_class: bool) -> Evaluation:
+        """From per-group sums (G,) and (G, K): per-class parts, or the single group."""
+        losses = np.asarray(losses, dtype=np.float64)
+        grads = np.asarray(grads, dtype=np.float64)
+        if per_class:
+            return cls(float(losses.sum()), grads.sum(axis=0), losses, grads)
+        return cls(float(losses[0]), grads[0])
+
 
 @dataclass
 class Snapshot:

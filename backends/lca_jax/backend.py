@@ -273,11 +273,8 @@ class JaxBackend:
                 structure=self.structure,
                 groups=c.groups,
             )
-            losses = np.asarray(losses, dtype=np.float64)
-            grads = np.asarray(grads, dtype=np.float64)
-            for loss, grad in zip(losses, grads, strict=True):
-                if per_class:
-                    out.append(Evaluation(float(loss.sum()), grad.sum(axis=0), loss, grad))
-                else:
-                    out.append(Evaluation(float(loss[0]), grad[0]))
+            out += [
+                Evaluation.from_groups(loss, grad, per_class)
+                for loss, grad in zip(np.asarray(losses), np.asarray(grads), strict=True)
+            ]
         return out

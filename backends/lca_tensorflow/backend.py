@@ -206,9 +206,5 @@ class TFBackend:
             run_pass = self._concrete[key]
             for theta in thetas:
                 loss, grad = run_pass(tf.constant(theta, tf.float64), *args)
-                loss, grad = loss.numpy(), grad.numpy()
-                if per_class:
-                    out.append(Evaluation(float(loss.sum()), grad.sum(axis=0), loss, grad))
-                else:
-                    out.append(Evaluation(float(loss[0]), grad[0]))
+                out.append(Evaluation.from_groups(loss.numpy(), grad.numpy(), per_class))
         return out
