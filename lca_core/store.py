@@ -174,7 +174,6 @@ class RunWriter:
                 f"{self.path} already exists and is not empty; choose a new directory, pass "
                 "overwrite=True to replace it, or resume=True to append to the run in it"
             )
-        self.group = zarr.open_group(str(self.path), mode="w")
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -183,11 +182,13 @@ class RunWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **attrs,
         }
-        self.group.attrs["lca"] = meta
+        self.counters = {"lca": 0, "trajectory": 0, "lca_started": 0, "trajectory_started": 0}
+        # the group is born with its lca attributes: no reader ever sees a half-made run
+        self.group = zarr.open_group(
+            str(self.path), mode="w", attributes={"lca": meta, COMMIT_KEY: self.counters}
+        )
         for s in specs:
             self._create_array(s)
-        self.counters = {"lca": 0, "trajectory": 0, "lca_started": 0, "trajectory_started": 0}
-        _write_commit(self.group, self.counters)
 
     def _create_array(self, s: ArraySpec) -> None:
         cols = tuple(min(d, MAX_CHUNK_COLS) for d in s.row_shape)

@@ -188,7 +188,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(report.resolve().as_uri())
+        page.goto(report.resolve().as_uri(), timeout=120_000)  # generous on a loaded CI machine
         images = page.evaluate(
             "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])"
         )
