@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import HEADER, ratio_rows
+from common import HEADER, ratio_rows, timings
 from lca_jax import Tracker
 
 
@@ -66,11 +65,7 @@ def measure(sizes: tuple[int, ...], x: np.ndarray, y: np.ndarray, steps: int) ->
             panels.append(result.panels)
         params = new
     tracker.close()
-    return {
-        "pass": statistics.median(passes[2:]),
-        "lca": statistics.median(lca),
-        "panels": statistics.mean(panels),
-    }
+    return timings(passes, lca, panels)
 
 
 def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -11,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 import tensorflow as tf
-from common import HEADER, ratio_rows
+from common import HEADER, ratio_rows, timings
 from lca_tensorflow import TFBackend
 
 from lca_core import Allocator
@@ -56,11 +55,7 @@ def measure(sizes: tuple[int, ...], x: np.ndarray, y: np.ndarray, steps: int) ->
         if i >= 2:
             lca.append(time.perf_counter() - start)
             panels.append(result.panels)
-    return {
-        "pass": statistics.median(passes[2:]),
-        "lca": statistics.median(lca),
-        "panels": statistics.mean(panels),
-    }
+    return timings(passes, lca, panels)
 
 
 def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import statistics
 import time
 
 import numpy as np
 import torch
-from common import HEADER, ratio_rows
+from common import HEADER, ratio_rows, timings
 from lca_torch import Tracker
 from torch import nn
 
@@ -61,13 +60,7 @@ def measure(
         lca.append(time.perf_counter() - start)
         panels.append(result.panels)
     tracker.close()
-    return {
-        "pass": statistics.median(passes),
-        "lca": statistics.median(lca),
-        "lca_mean": statistics.mean(lca),
-        "pass_mean": statistics.mean(passes),
-        "panels": statistics.mean(panels),
-    }
+    return timings(passes, lca, panels, warmup=0)
 
 
 def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +23,17 @@ def cases(quick: bool) -> list[tuple[str, tuple[int, ...], np.ndarray, np.ndarra
         ("digits MLP 64-100-50-10, N=1797", (64, 100, 50, 10), (x / 16).astype(np.float32), y),
         (f"MLP 784-100-50-10, N={n}", (784, 100, 50, 10), gx, gy),
     ]
+
+
+def timings(
+    passes: list[float], lca: list[float], panels: list[int], warmup: int = 2
+) -> dict[str, float]:
+    """Medians after the first ``warmup`` passes (compilation, tracing)."""
+    return {
+        "pass": statistics.median(passes[warmup:]),
+        "lca": statistics.median(lca),
+        "panels": statistics.mean(panels),
+    }
 
 
 def ratio_rows(
