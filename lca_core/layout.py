@@ -179,3 +179,12 @@ class Layout:
     @classmethod
     def from_list(cls, items: Iterable[Mapping[str, Any]]) -> Layout:
         return cls(tuple(ParamSpec.from_dict(d) for d in items))
+
+
+def flat_vector(arrays: Iterable[Any]) -> np.ndarray:
+    """Arrays raveled and concatenated in their own dtype (float64 when they differ, which
+    holds every narrower float exactly): θ as the model holds it."""
+    parts = [np.asarray(a).ravel() for a in arrays]
+    dtypes = {p.dtype for p in parts}
+    dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float64)
+    return np.concatenate([p.astype(dtype, copy=False) for p in parts])

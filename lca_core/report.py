@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from . import __version__, plot
 from .analysis import analyze
 from .run import Run, open_run
+from .summary_table import summary_rows
 
 CAPTIONS = {
     "reconstruction": (
@@ -125,23 +126,6 @@ def _figures(run: Run, results: dict[str, Any], frames: int) -> dict[str, Callab
     }
 
 
-def _summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
-    return [
-        ("steps", f"{s['steps']}"),
-        ("loss", f"{s['loss_start']:.4f} → {s['loss_end']:.4f}"),
-        ("loss change ΔL", f"{s['loss_change']:+.6f}"),
-        ("Σ LCA", f"{s['sum_lca']:+.6f}"),
-        ("Σ residual", f"{s['sum_residual']:+.2e}"),
-        ("budget used", f"{100 * s['budget_used']:.3f} % (budget {100 * s['budget']:g} %)"),
-        ("unconverged steps", f"{s['unconverged_steps']}"),
-        (
-            "helped / hurt / zero",
-            f"{s['pct_helped']:.2f} % / {s['pct_hurt']:.2f} % / {s['pct_zero']:.2f} %",
-        ),
-        ("helped, zeros ignored", f"{s['pct_helped_nonzero']:.2f} %"),
-    ]
-
-
 def _table(rows: list[tuple[str, str]]) -> str:
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
@@ -189,7 +173,7 @@ def render_report(run: Run, *, frames: int = 24, progress: bool = True, seed: in
 parameter: negative (<span class="help">green</span>) lowered the loss, positive
 (<span class="hurt">red</span>) raised it. The allocations of a step add up to its loss
 change up to the residual shown below.</p>
-<h2>Summary</h2>{_table(_summary_rows(summary))}
+<h2>Summary</h2>{_table(summary_rows(summary))}
 <h3>LCA per layer</h3><table>{layers}</table>
 {"".join(sections)}
 <h2>Run metadata</h2><pre>{meta}</pre>

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .layout import Layout
-from .store import _open_group, _read_commit
+from .store import POINT_ARRAYS, _open_group, _read_commit
 
 
 class Run:
@@ -59,7 +59,7 @@ class Run:
 
     # -- arrays -------------------------------------------------------------------------
     def _rows(self, name: str) -> int:
-        point = name in {"losses", "class_losses", "val_losses", "grads", "theta"}
+        point = name in POINT_ARRAYS
         if name == "theta":
             return self.recorded_steps + int(self._trajectory_started)
         return self.steps + int(point and self._lca_started)

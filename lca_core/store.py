@@ -31,6 +31,8 @@ COMMIT_KEY = "lca_commit"
 CHUNK_BYTES = 32 * 2**20
 MAX_CHUNK_STEPS = 256
 MAX_CHUNK_COLS = 2**22
+#: arrays with a row per point θ_0…θ_T; every other array has a row per step
+POINT_ARRAYS = frozenset({"losses", "class_losses", "val_losses", "grads", "theta"})
 WIDE_ROW_BYTES = 4096
 WIDE_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
@@ -42,8 +44,12 @@ class ArraySpec:
     name: str
     row_shape: tuple[int, ...]
     dtype: str
-    point: bool = False  # T+1 rows (one per θ_t) instead of T (one per step)
     stream: str = "lca"  # "lca" (allocation results) or "trajectory" (recorded θ_t)
+
+    @property
+    def point(self) -> bool:
+        """T+1 rows (one per θ_t) instead of T (one per step)."""
+        return self.name in POINT_ARRAYS
 
     @property
     def row_bytes(self) -> int:
@@ -71,7 +77,7 @@ def array_specs(
     specs: list[ArraySpec] = []
     if lca:
         specs += [
-            ArraySpec("losses", (), "float64", point=True),
+            ArraySpec("losses", (), "float64"),
             ArraySpec("step_index", (), "int64"),
             ArraySpec("residuals", (), "float64"),
             ArraySpec("drift", (), "float64"),
@@ -84,21 +90,19 @@ def array_specs(
             specs.append(ArraySpec("param_lca", (k,), "float32"))
         if num_classes:
             specs += [
-                ArraySpec("class_losses", (num_classes,), "float64", point=True),
+                ArraySpec("class_losses", (num_classes,), "float64"),
                 ArraySpec("class_layer_lca", (num_classes, n_layers), "float64"),
             ]
         if validation:
             specs += [
-                ArraySpec("val_losses", (), "float64", point=True),
+                ArraySpec("val_losses", (), "float64"),
                 ArraySpec("val_layer_lca", (n_layers,), "float64"),
                 ArraySpec("val_residuals", (), "float64"),
             ]
         if store_grads:
-            specs.append(ArraySpec("grads", (k,), "float32", point=True))
+            specs.append(ArraySpec("grads", (k,), "float32"))
     if store_trajectory:
-        specs.append(
-            ArraySpec("theta", (k,), trajectory_dtype(layout), point=True, stream="trajectory")
-        )
+        specs.append(ArraySpec("theta", (k,), trajectory_dtype(layout), stream="trajectory"))
     return specs
 
 

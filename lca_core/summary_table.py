@@ -1,12 +1,12 @@
-"""Plain-text rendering of a run summary, for the terminal."""
+"""Rendering of a run summary: its rows, and the aligned table for the terminal."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-def format_summary(s: dict[str, Any]) -> str:
-    """The summary as an aligned table a person can read at a glance."""
+def summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) pairs of a summary, shared by the terminal table and the report."""
     rows = [
         ("steps", f"{s['steps']}"),
         ("loss", f"{s['loss_start']:.4f} → {s['loss_end']:.4f}"),
@@ -25,6 +25,12 @@ def format_summary(s: dict[str, Any]) -> str:
         rows.insert(5, ("Σ buffer drift", f"{s['sum_drift']:+.2e}"))
     if "gradient_passes" in s:
         rows.append(("gradient passes", f"{s['gradient_passes']}"))
+    return rows
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The summary as an aligned table a person can read at a glance."""
+    rows = summary_rows(s)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     lines.append("LCA per layer (negative = helped):")

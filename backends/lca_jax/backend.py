@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
 from lca_core.evaluation_data import check_evaluation_data, infer_num_classes, pad_chunks
+from lca_core.layout import flat_vector
 
 DEFAULT_EVAL_BATCH = 4096
 DEFAULT_MAX_VMAP = 4
@@ -78,10 +79,7 @@ def structure_of(params: Any) -> Structure:
 
 def flatten(params: Any) -> np.ndarray:
     """θ as one host vector, in the leaves' dtype (float64 when they differ)."""
-    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
-    dtypes = {x.dtype for x in leaves}
-    dtype = dtypes.pop() if len(dtypes) == 1 else np.float64
-    return np.concatenate([x.astype(dtype).ravel() for x in leaves])
+    return flat_vector(jax.tree_util.tree_leaves(params))
 
 
 def _kahan(total: jax.Array, comp: jax.Array, value: jax.Array) -> tuple[jax.Array, jax.Array]:

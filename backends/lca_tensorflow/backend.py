@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from lca_core import Evaluation, Snapshot
 from lca_core.evaluation_data import check_evaluation_data, infer_num_classes, pad_chunks
+from lca_core.layout import flat_vector
 
 from .keras_common import layout_of, per_example_loss
 
@@ -177,9 +178,7 @@ class TFBackend:
         }
 
     def snapshot(self) -> Snapshot:
-        flat = [v.numpy().ravel() for v in self._vars]
-        dtypes = {a.dtype for a in flat}
-        theta = np.concatenate(flat if len(dtypes) == 1 else [a.astype(np.float64) for a in flat])
+        theta = flat_vector(v.numpy() for v in self._vars)
         state = None
         if self.bn_policy == "running" and self._bn_layers:
             state = [v.numpy() for v in self._state_vars]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 from lca_jax import JaxBackend
 
 from lca_core import Snapshot
+from lca_core.layout import flat_vector
 
 from .keras_common import layout_of, per_example_loss
 
@@ -41,5 +41,4 @@ class KerasJaxBackend(JaxBackend):
         sync = getattr(self.model, "jax_state_sync", None)
         if sync is not None:
             sync()
-        values = [np.asarray(v.value).ravel() for v in self.model.trainable_variables]
-        return Snapshot(np.concatenate(values))
+        return Snapshot(flat_vector(v.value for v in self.model.trainable_variables))
