@@ -5,8 +5,7 @@ The backend-neutral core: numpy only, no deep-learning framework is imported her
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .allocator import Allocator, StepResult
 from .errors import (
     BudgetExceededError,
@@ -18,6 +17,7 @@ from .errors import (
     NonFiniteError,
     NotARunError,
     UnknownBackendError,
+    UnknownOptionError,
 )
 from .function_backend import FunctionBackend
 from .layout import Layout, ParamSpec
@@ -25,8 +25,11 @@ from .protocol import Backend, Evaluation, Snapshot
 from .registry import available_backends, create_backend, load_backend
 from .replay import replay
 from .run import Run, open_run
+from .summary import Summary
+from .tracker import Allocation, Tracker, allocate
 
 __all__ = [
+    "Allocation",
     "Allocator",
     "Backend",
     "BudgetExceededError",
@@ -44,8 +47,12 @@ __all__ = [
     "Run",
     "Snapshot",
     "StepResult",
+    "Summary",
+    "Tracker",
     "UnknownBackendError",
+    "UnknownOptionError",
     "__version__",
+    "allocate",
     "available_backends",
     "create_backend",
     "load_backend",

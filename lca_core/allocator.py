@@ -15,17 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .budget import Budget
+from .contract import DEFAULT_BUDGET, DEFAULT_MAX_PANELS, DEFAULT_RULE, DEFAULT_TOL
 from .errors import LayoutMismatchError, NondeterministicLossError, NonFiniteError
 from .protocol import Backend, Evaluation, Snapshot
 from .quadrature import NestedSum, check_rule, initial_panels, refinable, refinement_nodes
-from .run import open_run, summarize
+from .run import open_run
 from .store import RunWriter, array_specs
-
-DEFAULT_TOL = 1e-3
-DEFAULT_MAX_PANELS = 32
-DEFAULT_BUDGET = 0.01
+from .summary import Summary, shares, summarize
 
 
 @dataclass
@@ -49,8 +47,7 @@ class StepResult:
 
     @property
     def pct_helped(self) -> float:
-        counts = self.layer_counts.sum(axis=0)
-        return 100.0 * float(counts[0]) / max(int(counts.sum()), 1)
+        return shares(self.layer_counts)[0]
 
 
 @dataclass
@@ -67,7 +64,8 @@ class Allocator:
 
     Call :meth:`start` before the first optimizer step and :meth:`advance` after each one
     (the framework integrations do this for you). ``store`` is a directory for the run
-    (None keeps only the summary in memory).
+    (None keeps only the summary in memory). With ``record_only=True`` it evaluates nothing
+    and stores the trajectory θ_t for :func:`lca_core.replay`.
     """
 
     def __init__(
@@ -75,7 +73,7 @@ class Allocator:
         backend: Backend,
         store: str | os.PathLike[str] | None = None,
         *,
-        rule: str = "simpson",
+        rule: str = DEFAULT_RULE,
         tol: float = DEFAULT_TOL,
         max_panels: int = DEFAULT_MAX_PANELS,
         budget: float = DEFAULT_BUDGET,
@@ -85,6 +83,8 @@ class Allocator:
         store_params: bool = False,
         store_grads: bool = False,
         store_trajectory: bool = False,
+        record_only: bool = False,
+        every: int = 1,
         check_determinism: bool = True,
         determinism_rtol: float = 1e-5,
         metadata: Mapping[str, Any] | None = None,
@@ -104,6 +104,10 @@ class Allocator:
             )
         if validation and "val" not in backend.splits:
             raise ValueError("validation=True needs a backend built with validation data")
+        if record_only and store is None:
+            raise ValueError("record_only=True needs a store directory to record θ_t into")
+        self.record_only = record_only
+        store_trajectory = store_trajectory or record_only
         self.backend = backend
         self.layout = backend.layout
         self.rule, self.tol, self.max_panels = rule, float(tol), int(max_panels)
@@ -137,6 +141,8 @@ class Allocator:
             "store_params": store_params,
             "store_grads": store_grads,
             "store_trajectory": store_trajectory,
+            "record_only": record_only,
+            "every": int(every),
             "lca_version": __version__,
         }
         self.writer: RunWriter | None = None
@@ -158,6 +164,7 @@ class Allocator:
             store_params=self.store_params,
             store_trajectory=self.store_trajectory,
             store_grads=self.store_grads,
+            lca=not self.record_only,
         )
         attrs = {
             "config": self.config,
@@ -167,7 +174,7 @@ class Allocator:
             "num_classes": self.backend.num_classes if self.per_class else None,
         }
         can_resume = resume and os.path.isdir(store) and any(os.scandir(store))
-        if can_resume:
+        if can_resume and not self.record_only:
             self._load_history(store)
         self.writer = RunWriter(
             store,
@@ -177,7 +184,7 @@ class Allocator:
             mode="a" if can_resume else "w",
             overwrite=overwrite,
         )
-        self._step = self.writer.steps
+        self._step = self.writer.recorded if self.record_only else self.writer.steps
 
     def _load_history(self, store: str | os.PathLike[str]) -> None:
         """Continue the running summary of a resumed run from what it has committed."""
@@ -253,6 +260,11 @@ class Allocator:
     def start(self, snapshot: Snapshot | np.ndarray | None = None) -> float:
         """Evaluate the starting point θ_0 (or the point a resumed run continues from)."""
         snap = self._as_snapshot(snapshot)
+        if self.record_only:
+            assert self.writer is not None
+            self._point = _Point(snap, np.asarray(snap.theta), {})
+            self.writer.start("trajectory", {"theta": np.asarray(snap.theta)})
+            return float("nan")
         theta = np.asarray(snap.theta, dtype=np.float64)
         where = f"θ_{self._step}"
         if self.check_determinism:
@@ -276,11 +288,18 @@ class Allocator:
 
     def advance(
         self, snapshot: Snapshot | np.ndarray | None = None, step_index: int | None = None
-    ) -> StepResult:
-        """Allocate the step from the current point to ``snapshot`` (default: the model now)."""
+    ) -> StepResult | None:
+        """Allocate the step from the current point to ``snapshot`` (default: the model now);
+        in record-only mode store the new point and return None."""
         if self._point is None:
             raise RuntimeError("call start() before the first optimizer step")
         new = self._as_snapshot(snapshot)
+        if self.record_only:
+            assert self.writer is not None
+            self.writer.append("trajectory", {}, {"theta": np.asarray(new.theta)})
+            self._point = _Point(new, np.asarray(new.theta), {})
+            self._step += 1
+            return None
         prev = self._point
         theta1 = np.asarray(new.theta, dtype=np.float64)
         delta = theta1 - prev.theta
@@ -434,10 +453,10 @@ class Allocator:
     def steps(self) -> int:
         return self._step
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         """Loss change vs Σ LCA, budget used, unconverged steps, % helped, per-layer totals."""
         h = self._history
-        out = summarize(
+        return summarize(
             losses=np.asarray(h["losses"]),
             layer_lca=self._layer_total[None],
             residuals=np.asarray(h["residuals"]),
@@ -446,20 +465,21 @@ class Allocator:
             layer_counts=self._counts_total[None],
             layers=list(self.layout.layers),
             budget=self.budget.limit,
+            gradient_passes=self.gradient_passes,
+            recorded_steps=self._step if self.record_only else 0,
         )
-        out["gradient_passes"] = self.gradient_passes
-        return out
 
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()
 
-    def close(self) -> dict[str, Any]:
+    def close(self) -> Summary:
         """Flush the store and return the summary; with ``strict=True`` raise if the
         cumulative residual is over budget (after the data is safely written)."""
         summary = self.summary()
         if self.writer is not None:
             self.writer.update_attrs(gradient_passes=self.gradient_passes)
             self.writer.close()
-        self.budget.check(summary["loss_change"])
+        if not self.record_only:
+            self.budget.check(summary.loss_change)
         return summary

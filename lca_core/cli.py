@@ -1,51 +1,109 @@
-"""The ``lca`` command: ``info``, ``demo``, ``analyze``, ``report``."""
+"""The ``lca`` command: ``info``, ``demo``, ``replay``, ``analyze``, ``report``."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
+import os
 import platform
+import runpy
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import LCAError
-from .registry import available_backends, load_backend
+from .registry import available_backends, framework_installed
 
-FRAMEWORKS = ("numpy", "zarr", "torch", "lightning", "tensorflow", "keras", "jax", "flax", "optax")
+MODULES = (
+    "numpy",
+    "zarr",
+    "torch",
+    "lightning",
+    "transformers",
+    "tensorflow",
+    "keras",
+    "jax",
+    "flax",
+    "optax",
+    "ray",
+)
+#: KERAS_BACKEND each Keras-based backend runs on (set for the demo before keras loads)
+KERAS_BACKENDS = {"tensorflow": "tensorflow", "keras-jax": "jax"}
 
 
-def _installed_version(dist: str) -> str | None:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
+def module_version(module: str) -> str | None:
+    """Version of an importable module (found, not imported), whatever distribution
+    provides it (``tensorflow`` comes from ``tensorflow-cpu`` too); None if absent."""
+    if importlib.util.find_spec(module) is None:
         return None
+    for dist in packages_distributions().get(module, [module]):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "installed"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Versions and installed backends, read from package metadata (imports no framework)."""
+    """Versions, and which backends can run here (imports no framework)."""
     print(f"lca {__version__} (Python {platform.python_version()}, {platform.platform()})")
     print("backends:")
     for name, target in available_backends().items():
-        print(f"  {name:<12} {target}")
+        state = "ready" if framework_installed(name) else "framework not installed"
+        print(f"  {name:<12} {target:<40} {state}")
     print("frameworks:")
-    for dist in FRAMEWORKS:
-        print(f"  {dist:<12} {_installed_version(dist) or 'not installed'}")
+    for module in MODULES:
+        print(f"  {module:<12} {module_version(module) or 'not installed'}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train a small network with LCA on, using the chosen backend's demo module."""
-    backend = load_backend(args.backend)
-    package = backend.__module__.split(".")[0]
-    try:
-        demo = importlib.import_module(f"{package}.demo")
-    except ModuleNotFoundError as exc:
-        raise LCAError(f"the {args.backend!r} backend ships no demo ({exc})") from exc
-    return int(demo.run(args))
+    """Train the digits MLP with LCA on, in the chosen framework."""
+    from . import demo
+
+    if args.backend in KERAS_BACKENDS:
+        os.environ["KERAS_BACKEND"] = KERAS_BACKENDS[args.backend]
+    return demo.run(args)
+
+
+def load_setup(spec: str) -> Any:
+    """``FILE.py[:FUNCTION]`` (default function ``setup``) → what the function returns."""
+    path, _, name = spec.partition(":")
+    if not os.path.isfile(path):
+        raise LCAError(f"--setup {spec!r}: no file {path!r}; give FILE.py[:FUNCTION]")
+    namespace = runpy.run_path(path)
+    fn = namespace.get(name or "setup")
+    if not callable(fn):
+        raise LCAError(f"--setup {spec!r}: {path} defines no function {name or 'setup'!r}")
+    return fn()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Allocate the steps of a record-only run (resumable: rerun to continue)."""
+    from .registry import create_backend
+    from .replay import replay
+
+    made = load_setup(args.setup)
+    backend_options = {"batch_size": args.batch_size} if args.batch_size else {}
+    if isinstance(made, tuple):
+        backend = create_backend(*made, backend=args.backend, **backend_options)
+    else:  # a ready backend
+        backend = made
+    summary = replay(
+        args.run,
+        backend,
+        out=args.out,
+        progress=not args.no_progress,
+        rule=args.rule,
+        tol=args.tol,
+        per_class=args.per_class,
+        store_params=args.store_params,
+    )
+    print(summary)
+    return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -85,9 +143,28 @@ def _analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
 
 
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory recorded with record_only=True")
+    parser.add_argument("--backend", required=True, help="backend name (see `lca info`)")
+    parser.add_argument(
+        "--setup",
+        required=True,
+        metavar="FILE.py[:FUNCTION]",
+        help="a function (default `setup`) returning the backend's arguments, e.g. "
+        "(model, loss_fn, data) for torch, or a ready backend",
+    )
+    parser.add_argument("--out", help="write the allocation to another run directory")
+    parser.add_argument("--rule", default="simpson", help="quadrature rule")
+    parser.add_argument("--tol", type=float, default=1e-3, help="per-step residual tolerance")
+    parser.add_argument("--batch-size", type=int, help="examples per evaluation chunk")
+    parser.add_argument("--per-class", action="store_true", help="also per-class LCA")
+    parser.add_argument("--store-params", action="store_true", help="store per-parameter LCA")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="lca-runs/demo", help="run directory (replaced)")
-    parser.add_argument("--backend", default="torch", help="backend to train with")
+    parser.add_argument("--backend", default="torch", help="torch, tensorflow, keras-jax or jax")
     parser.add_argument("--steps", type=int, default=120, help="optimizer steps")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--lr", type=float, default=None, help="default: 0.05 sgd, 1e-3 adam")
@@ -108,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
             "train an MLP on bundled digits with LCA and print the summary",
             cmd_demo,
             _demo_arguments,
+        ),
+        "replay": (
+            "allocate a record-only run's steps later, with any backend (resumable)",
+            cmd_replay,
+            _replay_arguments,
         ),
         "analyze": (
             "the paper's analyses of a run: a table, and JSON on request",

@@ -37,3 +37,11 @@ class FormatVersionError(LCAError):
 
 class BudgetExceededError(LCAError):
     """The cumulative residual is over the error budget and ``strict=True`` was asked for."""
+
+
+class UnknownOptionError(LCAError, TypeError):
+    """An option that no tracker or callback of this framework takes (the message lists them)."""
+
+
+class LossShapeError(LCAError, ValueError):
+    """A loss function returned neither a batch mean nor one loss per example."""

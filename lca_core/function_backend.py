@@ -27,8 +27,6 @@ LossAndGrad = Callable[..., tuple[float, np.ndarray]]
 class FunctionBackend:
     """Evaluates a user's ``loss_and_grad`` at flat float64 parameter vectors."""
 
-    framework = None
-
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:
         return callable(model)

@@ -65,6 +65,12 @@ class Backend(Protocol):
     #: evaluation sets the backend holds: always "train", plus "val" when given
     splits: tuple[str, ...]
 
+    @classmethod
+    def accepts(cls, model: Any, *args: Any) -> bool:
+        """Whether this backend can serve ``model`` (with the arguments that come with it):
+        the registry's auto-detection asks each backend whose framework is imported."""
+        ...
+
     def snapshot(self) -> Snapshot:
         """The current parameters (flat, in the model's own dtype) and evaluation state."""
         ...

@@ -8,6 +8,7 @@ explicit ``backend=`` always wins.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import warnings
 from importlib.metadata import EntryPoint, entry_points
@@ -17,9 +18,37 @@ from .errors import LCAError, UnknownBackendError
 
 GROUP = "lca.backends"
 
+#: the modules a built-in backend's framework needs (a plugin's name is its module)
+FRAMEWORK_MODULES: dict[str, tuple[str, ...]] = {
+    "function": (),
+    "keras-jax": ("keras", "jax"),
+    "tensorflow": ("tensorflow", "keras"),
+}
+
+
+def framework_modules(name: str) -> tuple[str, ...]:
+    """Top-level modules the backend ``name`` runs on."""
+    return FRAMEWORK_MODULES.get(name, (name,))
+
+
+def framework_installed(name: str) -> bool:
+    """Whether the framework of backend ``name`` can be imported (found, not imported)."""
+    return all(importlib.util.find_spec(m) is not None for m in framework_modules(name))
+
 
 def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUP):
+        if ep.name in found and found[ep.name].value != ep.value:
+            warnings.warn(
+                f"two lca backends are named {ep.name!r}: {found[ep.name].value} and "
+                f"{ep.value}; using the first. Uninstall one of them.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        found[ep.name] = ep
+    return found
 
 
 def available_backends() -> dict[str, str]:
@@ -49,7 +78,7 @@ def detect_backend(model: Any, *args: Any) -> type:
     (and the arguments that come with it, e.g. a JAX loss's parameters)."""
     # framework backends first: the function backend accepts any callable, models included
     for name, ep in sorted(_entry_points().items(), key=lambda item: item[0] == "function"):
-        if name != "function" and name not in sys.modules:
+        if not all(m in sys.modules for m in framework_modules(name)):
             continue
         try:
             cls = ep.load()

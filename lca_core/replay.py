@@ -12,8 +12,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .allocator import Allocator
+from .contract import allocator_options, resolve_options
 from .protocol import Backend, Snapshot
 from .run import open_run
+from .summary import Summary
+
+#: options that describe recording, not allocating: meaningless for a replay
+NOT_FOR_REPLAY = ("every", "record_only", "resume", "overwrite", "store_trajectory", "val_data")
 
 
 def replay(
@@ -23,20 +28,26 @@ def replay(
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
     **options: Any,
-) -> dict[str, Any]:
+) -> Summary:
     """Allocate every recorded step of ``run_path`` with ``backend``; returns the summary.
 
     Results go into the run itself (or into ``out``); rerunning after an interruption
-    resumes after the last committed step. ``options`` are :class:`Allocator` options.
+    resumes after the last committed step. ``options`` are the contract's allocation
+    options (``rule``, ``tol``, ``per_class``, ``store_params``, …; see docs/api.md).
     """
+    refused = sorted(set(options) & set(NOT_FOR_REPLAY))
+    if refused:
+        raise ValueError(f"replay does not take {refused}: they describe how a run is recorded")
+    opts = allocator_options(resolve_options(options, "lca_core.replay"))
     run = open_run(run_path)
     if not run.has("theta") or run.recorded_steps == 0:
         raise ValueError(
             f"{run_path} holds no recorded trajectory; record one with store_trajectory=True "
             "(or a Tracker in record-only mode) before replaying"
         )
-    options.pop("store_trajectory", None)  # the trajectory is already stored
-    allocator = Allocator(backend, out or run_path, resume=True, **options)
+    every = int(run.config.get("every", 1))  # θ_t recorded every k optimizer steps
+    opts.update(resume=True, record_only=False, store_trajectory=False, every=every)
+    allocator = Allocator(backend, out or run_path, validation="val" in backend.splits, **opts)
     first = allocator.steps
     if first < run.recorded_steps:
         allocator.start(Snapshot(run.theta(first)))
@@ -47,5 +58,5 @@ def replay(
             desc="replay",
             disable=not progress,
         ):
-            allocator.advance(Snapshot(run.theta(t)), step_index=t - 1)
+            allocator.advance(Snapshot(run.theta(t)), step_index=t * every - 1)
     return allocator.close()

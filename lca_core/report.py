@@ -15,10 +15,10 @@ from typing import Any
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from . import __version__, plot
+from . import plot
+from ._version import __version__
 from .analysis import analyze
 from .run import Run, open_run
-from .summary_table import summary_rows
 
 CAPTIONS = {
     "reconstruction": (
@@ -126,8 +126,12 @@ def _figures(run: Run, results: dict[str, Any], frames: int) -> dict[str, Callab
     }
 
 
-def _table(rows: list[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+def _table(rows: list[tuple[str, str, str]]) -> str:
+    body = "".join(
+        f'<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td><td class="why">'
+        f"{html.escape(why)}</td></tr>"
+        for k, v, why in rows
+    )
     return f"<table>{body}</table>"
 
 
@@ -139,7 +143,7 @@ table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .8em;border-bott
 text-align:left;vertical-align:top}th{font-weight:600;color:#444}
 figure{margin:2em 0;border-top:1px solid #eee;padding-top:1em}
 figure img{max-width:100%;height:auto;display:block}figcaption{color:#444;font-size:.95em}
-.missing{color:#a33}.help{color:#1a9641}.hurt{color:#d7191c}pre{white-space:pre-wrap;font-size:.85em}
+.missing{color:#a33}.why{color:#666;font-size:.9em}.help{color:#1a9641}.hurt{color:#d7191c}pre{white-space:pre-wrap;font-size:.85em}
 """
 
 
@@ -161,7 +165,7 @@ def render_report(run: Run, *, frames: int = 24, progress: bool = True, seed: in
         )
     layers = "".join(
         f'<tr><th>{html.escape(n)}</th><td class="{"help" if v < 0 else "hurt"}">{v:+.6f}</td></tr>'
-        for n, v in summary["layers"].items()
+        for n, v in summary.layers.items()
     )
     meta = html.escape(json.dumps(run.metadata, indent=1, default=str))
     return f"""<!doctype html>
@@ -173,7 +177,7 @@ def render_report(run: Run, *, frames: int = 24, progress: bool = True, seed: in
 parameter: negative (<span class="help">green</span>) lowered the loss, positive
 (<span class="hurt">red</span>) raised it. The allocations of a step add up to its loss
 change up to the residual shown below.</p>
-<h2>Summary</h2>{_table(summary_rows(summary))}
+<h2>Summary</h2>{_table(summary.rows())}
 <h3>LCA per layer</h3><table>{layers}</table>
 {"".join(sections)}
 <h2>Run metadata</h2><pre>{meta}</pre>

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from .contract import DEFAULT_BUDGET
 from .layout import Layout
 from .store import POINT_ARRAYS, _open_group, _read_commit
+from .summary import Summary, summarize
 
 
 class Run:
@@ -164,56 +166,23 @@ class Run:
         return self._group["theta"][t]
 
     # -- summary ------------------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         """The figures a user looks at first (all plain Python numbers)."""
+        passes = self._meta.get("gradient_passes")
+        n = len(self.layers)
+        allocated = self.has("residuals")  # a record-only run has the trajectory alone
         return summarize(
-            losses=self.losses,
-            layer_lca=self.layer_lca,
-            residuals=self.residuals,
-            drift=self.drift,
-            converged=self.converged,
-            layer_counts=self.layer_counts,
+            losses=self.losses if allocated else np.zeros(0),
+            layer_lca=self.layer_lca if allocated else np.zeros((0, n)),
+            residuals=self.residuals if allocated else np.zeros(0),
+            drift=self.drift if allocated else np.zeros(0),
+            converged=self.converged if allocated else np.zeros(0, bool),
+            layer_counts=self.layer_counts if allocated else np.zeros((0, n, 3), np.int64),
             layers=self.layers,
-            budget=float(self.config.get("budget", 0.01)),
+            budget=float(self.config.get("budget", DEFAULT_BUDGET)),
+            gradient_passes=int(passes) if passes is not None else None,
+            recorded_steps=self.recorded_steps if self.config.get("record_only") else 0,
         )
-
-
-def summarize(
-    *,
-    losses: np.ndarray,
-    layer_lca: np.ndarray,
-    residuals: np.ndarray,
-    drift: np.ndarray,
-    converged: np.ndarray,
-    layer_counts: np.ndarray,
-    layers: list[str],
-    budget: float,
-) -> dict[str, Any]:
-    """Summary figures from the always-stored arrays (shared by runs and live allocators)."""
-    steps = len(residuals)
-    loss_change = float(losses[-1] - losses[0]) if len(losses) else 0.0
-    sum_residual = float(residuals.sum())
-    counts = layer_counts.sum(axis=(0, 1)) if steps else np.zeros(3, dtype=np.int64)
-    total = max(int(counts.sum()), 1)
-    nonzero = max(int(counts[0] + counts[1]), 1)
-    return {
-        "steps": steps,
-        "loss_start": float(losses[0]) if len(losses) else float("nan"),
-        "loss_end": float(losses[-1]) if len(losses) else float("nan"),
-        "loss_change": loss_change,
-        "sum_lca": float(layer_lca.sum()),
-        "sum_residual": sum_residual,
-        "sum_drift": float(drift.sum()),
-        "budget": budget,
-        "budget_used": abs(sum_residual) / abs(loss_change) if loss_change else float("nan"),
-        "unconverged_steps": int((~converged.astype(bool)).sum()),
-        "max_abs_residual": float(np.abs(residuals).max()) if steps else 0.0,
-        "pct_helped": 100.0 * int(counts[0]) / total,
-        "pct_hurt": 100.0 * int(counts[1]) / total,
-        "pct_zero": 100.0 * int(counts[2]) / total,
-        "pct_helped_nonzero": 100.0 * int(counts[0]) / nonzero,
-        "layers": {name: float(v) for name, v in zip(layers, layer_lca.sum(axis=0), strict=True)},
-    }
 
 
 def open_run(path: str | os.PathLike[str]) -> Run:

@@ -290,6 +290,11 @@ class RunWriter:
         """Steps committed plus those buffered."""
         return self.counters["lca"] + self._uncommitted.get("lca", 0)
 
+    @property
+    def recorded(self) -> int:
+        """Recorded trajectory steps, committed plus buffered."""
+        return self.counters["trajectory"] + self._uncommitted.get("trajectory", 0)
+
     def close(self) -> None:
         self.flush()
 

@@ -1,15 +1,18 @@
 """The JAX backend: parameters are any pytree, the loss a pure function of them.
 
-``loss_fn(params, x, y)`` returns the loss of *each example* (shape ``(batch,)``, as optax's
-losses do); the backend pads the evaluation set into fixed chunks with zero weights, so
-one compiled function serves every step. A pass is ``lax.scan`` over chunks inside one
-``jit``; several quadrature nodes are evaluated together with ``vmap``. Sums over chunks
+``loss_fn(params, x, y)`` returns the loss of each example (shape ``(batch,)``, as optax's
+losses do) or the batch mean (a scalar: it is then evaluated one example at a time under
+``vmap``, so padding never enters the mean). The backend pads the evaluation set into fixed
+chunks with zero weights, so one compiled function serves every step. A pass is
+``lax.scan`` over chunks inside one ``jit``; several quadrature nodes are evaluated
+together with ``vmap``. Sums over chunks
 are compensated (Kahan) in the parameters' dtype, then returned as float64.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -19,6 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
+from lca_core.errors import LossShapeError
 from lca_core.evaluation_data import check_evaluation_data, infer_num_classes, pad_chunks
 from lca_core.layout import flat_vector
 
@@ -164,14 +168,42 @@ def make_chunks(
     return Chunks(put(padded.xs), put(padded.ys), put(padded.ws), jnp.asarray(padded.group), groups)
 
 
+@dataclass(frozen=True)
+class MeanAsPerExample:
+    """Per-example losses from a loss that returns the batch mean: the mean of a batch of
+    one is that example's loss. Hashable by the wrapped loss, so jit caches stay warm."""
+
+    loss_fn: LossFn
+
+    def __call__(self, params: Any, x: Any, y: Any) -> jax.Array:
+        def one(xi: Any, yi: Any) -> jax.Array:
+            return self.loss_fn(params, xi[None], yi[None])
+
+        return jax.vmap(one)(x, y)
+
+
+def per_example(loss_fn: LossFn, params: Any, x: np.ndarray, y: np.ndarray) -> LossFn:
+    """``loss_fn`` as a per-example loss, whichever convention it follows (checked by shape
+    on two examples, without running it)."""
+    n = min(len(x), 2)
+    shape = jax.eval_shape(loss_fn, params, x[:n], y[:n]).shape
+    if shape == ():
+        return MeanAsPerExample(loss_fn)
+    if shape == (n,):
+        return loss_fn
+    raise LossShapeError(
+        f"loss_fn returned shape {shape} for {n} examples; return one loss per example "
+        "(shape (batch,), e.g. optax.softmax_cross_entropy_with_integer_labels) or the "
+        "batch mean (a scalar)"
+    )
+
+
 class JaxBackend:
-    """LCA backend for a pure ``loss_fn(params, x, y) -> per-example losses``.
+    """LCA backend for a pure ``loss_fn(params, x, y)`` (per-example losses or their mean).
 
     ``params`` fixes the layout (and is the current point until ``self.params`` is set).
     With several local devices the evaluation chunks are sharded across them.
     """
-
-    framework = "jax"
 
     @classmethod
     def accepts(cls, model: Any, params: Any = None, *args: Any) -> bool:
@@ -191,7 +223,6 @@ class JaxBackend:
         max_vmap: int = DEFAULT_MAX_VMAP,
         devices: Sequence[jax.Device] | None = None,
     ) -> None:
-        self.loss_fn = loss_fn
         self.layout = layout_of(params)
         self.structure = structure_of(params)
         dtypes = set(self.structure.dtypes)
@@ -210,6 +241,7 @@ class JaxBackend:
         self.splits = tuple(self._sets)
         self.num_classes = num_classes or infer_num_classes(self._sets["train"][1])
         self._chunks: dict[tuple[str, bool], Chunks] = {}
+        self.loss_fn = per_example(loss_fn, params, *self._sets["train"])
 
     def _fit_batch(self, batch: int) -> int:
         """Chunks split evenly over the devices."""

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from lca_core import Evaluation, Snapshot
+from lca_core.errors import LossShapeError
 from lca_core.evaluation_data import check_evaluation_data, infer_num_classes, pad_chunks
 from lca_core.layout import flat_vector
 
@@ -36,11 +37,9 @@ class TFBackend:
     and reports their drift. Dropout and other training-only layers are off.
     """
 
-    framework = "tensorflow"
-
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:
-        return isinstance(model, keras.Model)
+        return isinstance(model, keras.Model) and keras.backend.backend() == "tensorflow"
 
     def __init__(
         self,
@@ -125,7 +124,7 @@ class TFBackend:
         for i in tf.range(tf.shape(xs)[0]):
             with tf.GradientTape() as tape:
                 out = self.model(xs[i], training=False)
-                losses = tf.cast(self.loss(ys[i], out), tf.float32)
+                losses = tf.cast(self._example_losses(ys[i], out), tf.float32)
                 loss = tf.reduce_sum(losses * ws[i])
             grads = tape.gradient(
                 loss, self._vars, unconnected_gradients=tf.UnconnectedGradients.ZERO
@@ -137,6 +136,19 @@ class TFBackend:
             )
             grad_acc = tf.tensor_scatter_nd_add(grad_acc, index, flat[None])
         return loss_acc, grad_acc
+
+    def _example_losses(self, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
+        """Each example's loss, whether the loss returns them or their mean (then it is
+        applied to one example at a time, so padding never enters a mean)."""
+        losses = self.loss(y, out)
+        if losses.shape.rank == 0:
+            return tf.vectorized_map(lambda e: self.loss(e[0][None], e[1][None]), (y, out))
+        if losses.shape.rank != 1:
+            raise LossShapeError(
+                f"the loss returned shape {losses.shape} for a batch; return one loss per "
+                "example (shape (batch,)) or the batch mean (a scalar)"
+            )
+        return losses
 
     @contextmanager
     def _evaluation(self, state: Any) -> Iterator[None]:

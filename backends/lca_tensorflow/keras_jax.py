@@ -17,6 +17,10 @@ class KerasJaxBackend(JaxBackend):
     """A :class:`lca_jax.JaxBackend` whose parameters are a Keras model's trainable
     variables (read from the model at each snapshot)."""
 
+    @classmethod
+    def accepts(cls, model: Any, *args: Any) -> bool:
+        return isinstance(model, keras.Model) and keras.backend.backend() == "jax"
+
     def __init__(
         self, model: keras.Model, loss_fn: Any, data: tuple[Any, Any], **options: Any
     ) -> None:

@@ -8,7 +8,7 @@ fixed evaluation chunks in float64.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
+from lca_core.errors import LossShapeError
 from lca_core.evaluation_data import infer_num_classes
 
 BN_POLICIES = ("batch", "running")
@@ -38,15 +39,38 @@ def layout_of(model: nn.Module) -> Layout:
     return Layout(tuple(specs))
 
 
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, Mapping):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x.to(device) if isinstance(x, torch.Tensor) else x
+
+
+def _length(x: Any) -> int:
+    """Examples in a chunk: a tensor's length, or that of a dict batch's first tensor."""
+    if isinstance(x, Mapping):
+        return len(next(v for v in x.values() if isinstance(v, torch.Tensor)))
+    return len(x)
+
+
 def _as_chunks(data: Any, batch_size: int, device: torch.device) -> Chunks:
-    """Fixed evaluation chunks on the device from a tensor pair, a dataset or a loader."""
+    """Fixed evaluation chunks on the device from a tensor pair, a dataset or a loader.
+
+    A loader may yield (inputs, targets) pairs or dict batches (``model(**batch)``, as
+    Hugging Face models take them; the target of such a chunk is None)."""
     if isinstance(data, torch.utils.data.DataLoader):
         if isinstance(data.sampler, torch.utils.data.RandomSampler):
             raise ValueError(
                 "the evaluation DataLoader shuffles; LCA needs a fixed evaluation set in a fixed "
                 "order. Pass a DataLoader with shuffle=False (or the tensors themselves)."
             )
-        chunks = [(x.to(device), y.to(device)) for x, y in data]
+        # iterating a loader draws its base seed from the global RNG: keep the user's
+        with torch.random.fork_rng(devices=[]):
+            chunks = [
+                (_to(b, device), None)
+                if isinstance(b, Mapping)
+                else (_to(b[0], device), _to(b[1], device))
+                for b in data
+            ]
     else:
         if isinstance(data, torch.utils.data.TensorDataset):
             data = data.tensors
@@ -62,7 +86,7 @@ def _as_chunks(data: Any, batch_size: int, device: torch.device) -> Chunks:
         chunks = [
             (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
         ]
-    if sum(len(x) for x, _ in chunks) == 0:
+    if sum(_length(x) for x, _ in chunks) == 0:
         raise EmptyEvaluationSetError(
             "the evaluation set is empty; give the tracker at least one sample to evaluate on"
         )
@@ -103,14 +127,28 @@ def _evaluation_mode(model: nn.Module, bn_policy: str) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+def chunk_loss(value: torch.Tensor, n: int, total: int) -> torch.Tensor:
+    """A chunk's share of the mean loss over ``total`` examples, whichever convention the
+    loss follows: a batch mean (a scalar) weighs n/total, per-example losses (shape (n,))
+    are summed and divided by total. Both give the same L(θ)."""
+    if value.ndim == 0:
+        return value * (n / total)
+    if value.shape == (n,):
+        return value.sum() / total
+    raise LossShapeError(
+        f"loss_fn returned a tensor of shape {tuple(value.shape)} for a chunk of {n} examples; "
+        "return the batch mean (a scalar) or one loss per example (shape (n,)), e.g. "
+        "nn.CrossEntropyLoss() or nn.CrossEntropyLoss(reduction='none')"
+    )
+
+
 class TorchBackend:
     """LCA backend for a ``torch.nn.Module`` and a loss ``loss_fn(output, target)``.
 
-    ``loss_fn`` must return the mean over the batch (as ``nn.CrossEntropyLoss()`` does);
-    the backend weights chunks by their size so the result is the mean over the whole set.
+    ``loss_fn`` may return the batch mean or each example's loss; chunks are weighted by
+    their real sizes either way, so L is the mean over the whole set. Inputs that are dicts
+    are passed as keyword arguments (``model(**batch)``).
     """
-
-    framework = "torch"
 
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:
@@ -138,13 +176,14 @@ class TorchBackend:
         first = self._params[0]
         self.device = torch.device(device) if device is not None else first.device
         self._chunks = _as_chunks(data, self.batch_size, self.device)
-        self._n = sum(len(x) for x, _ in self._chunks)
+        self._n = sum(_length(x) for x, _ in self._chunks)
         self._val = (
             _as_chunks(val_data, self.batch_size, self.device) if val_data is not None else None
         )
         self.splits = ("train", "val") if self._val is not None else ("train",)
-        labels = torch.cat([y for _, y in self._chunks]).cpu().numpy()
-        self.num_classes = num_classes or infer_num_classes(labels)
+        labelled = all(isinstance(y, torch.Tensor) for _, y in self._chunks)
+        labels = torch.cat([y for _, y in self._chunks]).cpu().numpy() if labelled else None
+        self.num_classes = num_classes or (infer_num_classes(labels) if labelled else None)
         self._by_class: dict[str, list[Chunks]] = {}
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}
@@ -218,8 +257,12 @@ class TorchBackend:
         grad64 = torch.zeros(self.layout.size, dtype=torch.float64, device=self.device)
         buffers = self._buffers(state)
         for x, y in chunks:
-            out = functional_call(self.model, {**buffers, **leaves}, (x,))
-            loss = self.loss_fn(out, y) * (len(x) / total)
+            tensors = {**buffers, **leaves}
+            if isinstance(x, Mapping):
+                out = functional_call(self.model, tensors, (), x)
+            else:
+                out = functional_call(self.model, tensors, (x,))
+            loss = chunk_loss(self.loss_fn(out, y), _length(x), total)
             grads = torch.autograd.grad(loss, params, materialize_grads=True)
             loss64 += loss.detach().double()
             grad64 += torch.cat([g.reshape(-1) for g in grads]).double()
@@ -229,7 +272,7 @@ class TorchBackend:
         self, theta: np.ndarray, state: Any, chunks: Chunks, split: str, per_class: bool
     ) -> Evaluation:
         leaves = self._leaves(theta)
-        total = sum(len(x) for x, _ in chunks)
+        total = sum(_length(x) for x, _ in chunks)
         if not per_class:
             return Evaluation(*self._pass(leaves, state, chunks, total))
         # per class: the set partitioned by label, one pass in total (Σ_c parts = whole)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -12,34 +11,44 @@ try:
     from lightning.pytorch import Callback, LightningModule, Trainer
 except ImportError as exc:  # pragma: no cover - exercised only without lightning
     raise ImportError(
-        "lca_torch.LCACallback needs Lightning: pip install 'loss-change-allocation[lightning]'"
+        "lca_torch.lightning needs Lightning: pip install 'loss-change-allocation[lightning]'"
     ) from exc
+
+from lca_core.callback import LCACallbackBase
+from lca_core.contract import integration
 
 from .tracker import Tracker
 
 
-class LCACallback(Callback):
-    """``Trainer(callbacks=[LCACallback(loss_fn, (x, y), store="run")])``.
+@integration(bn_policy="batch", device=None)
+class LCACallback(Callback, LCACallbackBase):
+    """``Trainer(callbacks=[LCACallback((x, y), "run", loss_fn=nn.CrossEntropyLoss())])``.
 
-    The model's ``forward`` and ``loss_fn(output, target)`` define the loss on the fixed
-    evaluation set; per-step residual and % helped are logged as ``lca/residual`` and
-    ``lca/pct_helped``. Other options are :class:`Tracker` options.
+    The module's ``forward`` and ``loss_fn(output, target)`` (default: the module's
+    ``loss_fn`` attribute) define the loss on the fixed evaluation set ``data``; each step's
+    residual and % helped are logged as ``lca/residual`` and ``lca/pct_helped``.
     """
 
     def __init__(
         self,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        eval_data: Any,
+        data: Any = None,
         store: str | os.PathLike[str] | None = None,
+        *legacy: Any,
+        loss_fn: Any = None,
         **options: Any,
     ) -> None:
-        self.loss_fn, self.eval_data, self.store, self.options = loss_fn, eval_data, store, options
-        self.tracker: Tracker | None = None
-        self.summary: dict[str, Any] | None = None
+        super().__init__()
+        self._init_lca(data, store, loss_fn, legacy, options)
         self._in_step = False
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.tracker = Tracker(pl_module, self.loss_fn, self.eval_data, self.store, **self.options)
+        loss_fn = self.loss_fn or getattr(pl_module, "loss_fn", None)
+        if loss_fn is None:
+            raise TypeError(
+                "LCACallback needs the loss: pass loss_fn=... (a function of (output, target)) "
+                "or give the LightningModule a `loss_fn` attribute"
+            )
+        self.tracker = Tracker(pl_module, loss_fn, self.data, **self.opts)
 
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
@@ -66,5 +75,4 @@ class LCACallback(Callback):
             pl_module.log("lca/pct_helped", result.pct_helped, on_step=True, on_epoch=False)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.tracker is not None:
-            self.summary = self.tracker.close()
+        self._close()

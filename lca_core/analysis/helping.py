@@ -8,6 +8,7 @@ import numpy as np
 
 from ..layout import Layout
 from ..run import Run
+from ..summary import shares
 from ._source import DEFAULT_CHUNK, Result, Source, param_blocks
 
 
@@ -23,14 +24,7 @@ class HelpingFractions(Result):
 
 
 def _percentages(counts: np.ndarray) -> dict[str, float]:
-    total = max(int(counts.sum()), 1)
-    nonzero = int(counts[0] + counts[1])
-    return {
-        "helped": 100.0 * counts[0] / total,
-        "hurt": 100.0 * counts[1] / total,
-        "zero": 100.0 * counts[2] / total,
-        "helped_nonzero": 100.0 * counts[0] / nonzero if nonzero else float("nan"),
-    }
+    return dict(zip(("helped", "hurt", "zero", "helped_nonzero"), shares(counts), strict=True))
 
 
 def counts_from_lca(lca: np.ndarray, layout: Layout | None = None) -> np.ndarray:

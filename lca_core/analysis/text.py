@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..summary_table import format_summary
 from .accuracy import Accuracy
 from .helping import HelpingFractions, ParameterHelping
 from .layers import Concentration
@@ -104,7 +103,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any], list[str]]]] = [
 
 def format_analysis(results: dict[str, Any]) -> str:
     """One section per analysis; an unavailable one says what it needs."""
-    out = ["== Summary", format_summary(results["summary"])]
+    out = ["== Summary", str(results["summary"])]
     for title, key, render in SECTIONS:
         value = results.get(key)
         if value is None:

@@ -73,7 +73,7 @@ def test_logistic_regression_converges_and_counts_passes(seed, rule, lr):
     # θ_0 three times (determinism check), then n new nodes per step: the endpoint is reused
     assert alloc.gradient_passes == 3 + sum(r.panels for r in results)
     summary = alloc.close()
-    assert summary["budget_used"] < 0.01
+    assert summary.budget_used < 0.01
 
 
 def test_refinement_reaches_tol_on_a_curved_step():
@@ -98,11 +98,11 @@ def test_numpy_mlp_training_stays_within_budget():
         FunctionBackend(mlp.loss_and_grad, theta0, data=(x, y), layout=mlp.layout), traj
     )
     summary = alloc.close()
-    assert summary["loss_change"] < 0
-    assert summary["budget_used"] < 0.01
+    assert summary.loss_change < 0
+    assert summary.budget_used < 0.01
     assert all(abs(r.residual) <= 1e-3 for r in results if r.converged)
-    assert summary["layers"].keys() == {"fc0", "fc1"}
-    assert sum(summary["layers"].values()) == pytest.approx(summary["sum_lca"])
+    assert summary.layers.keys() == {"fc0", "fc1"}
+    assert sum(summary.layers.values()) == pytest.approx(summary.sum_lca)
 
 
 @given(seeds)

@@ -20,3 +20,11 @@ def test_docs_linked_from_the_readme_exist():
     readme = (ROOT / "README.md").read_text()
     for link in re.findall(r"\]\(([^)#]+)\)", readme):
         assert (ROOT / link).exists(), link
+
+
+def test_the_api_page_lists_every_contract_option_with_its_default():
+    from lca_core.contract import OPTIONS
+
+    text = (ROOT / "docs" / "api.md").read_text()
+    for name, default in OPTIONS.items():
+        assert f"| `{name}` | `{default!r}` |" in text, name

@@ -17,6 +17,7 @@ from lca_core import (
     load_backend,
 )
 from lca_core.cli import main
+from lca_core.registry import framework_installed
 from tests.core.models import cubic
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
@@ -76,6 +77,35 @@ def test_lca_info_lists_backends_and_frameworks(capsys):
     assert "function" in out and "lca_core.function_backend:FunctionBackend" in out
     assert set(available_backends()) <= set(out.split())
     assert "numpy" in out and "frameworks:" in out
+    # frameworks are told by import, whichever distribution installed them
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in available_backends():
+            expected = "ready" if framework_installed(words[0]) else "not installed"
+            assert line.endswith(expected), line
+    assert "function" in out.split("frameworks:")[0]
+
+
+def test_module_versions_come_from_whichever_distribution_provides_them(monkeypatch):
+    from importlib.metadata import version
+
+    from lca_core import cli
+
+    assert cli.module_version("numpy") == version("numpy")
+    assert cli.module_version("no_such_module_here") is None
+    # tensorflow-cpu installs the module `tensorflow`: the version is found through it
+    monkeypatch.setattr(cli, "packages_distributions", lambda: {"numpy": ["not-a-dist", "numpy"]})
+    assert cli.module_version("numpy") == version("numpy")
+
+
+def test_two_plugins_with_one_name_are_a_warning(monkeypatch):
+    eps = [
+        EntryPoint("dup", "pkg_a:Backend", registry.GROUP),
+        EntryPoint("dup", "pkg_b:Backend", registry.GROUP),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    with pytest.warns(RuntimeWarning, match="two lca backends are named 'dup'"):
+        assert available_backends() == {"dup": "pkg_a:Backend"}
 
 
 @pytest.mark.skipif(

@@ -45,13 +45,13 @@ def test_replay_equals_online_allocation_and_resumes(tmp_path):
         partial.advance(open_run(tmp_path / "rec").theta(t), step_index=t - 1)
     partial.close()
     summary = replay(tmp_path / "rec", backend, progress=False)
-    assert summary["steps"] == 9
+    assert summary.steps == 9
 
     a, b = open_run(tmp_path / "online"), open_run(tmp_path / "rec")
     np.testing.assert_allclose(b.losses, a.losses, rtol=1e-12)
     np.testing.assert_allclose(b.layer_lca, a.layer_lca, rtol=1e-9, atol=1e-15)
     np.testing.assert_array_equal(b.step_index, np.arange(9))
-    assert summary["sum_lca"] == pytest.approx(a.summary()["sum_lca"], rel=1e-9)
+    assert summary.sum_lca == pytest.approx(a.summary().sum_lca, rel=1e-9)
 
 
 def test_replay_needs_a_trajectory(tmp_path):

@@ -88,12 +88,14 @@ def test_store_round_trip(tmp_path_factory, layout, steps, seed):
     assert run.theta(0).dtype == np.float32
     streamed = np.concatenate([block for _, block in run.iter_param_lca(chunk_steps=2)])
     np.testing.assert_array_equal(streamed, run.array("param_lca"))
-    stored = run.summary()
+    stored = run.summary().to_dict()
+    live = summary.to_dict()
+    assert stored.keys() == live.keys()
     for key, value in stored.items():
         if key == "layers":
-            assert value == pytest.approx(summary[key], rel=1e-12, abs=1e-15)
+            assert value == pytest.approx(live[key], rel=1e-12, abs=1e-15)
         else:
-            assert value == pytest.approx(summary[key], rel=1e-12, abs=1e-15, nan_ok=True)
+            assert value == pytest.approx(live[key], rel=1e-12, abs=1e-15, nan_ok=True)
 
 
 def test_store_holds_no_pickles_only_numbers_and_json(tmp_path):
@@ -184,8 +186,8 @@ def test_a_run_killed_mid_write_reopens_whole_and_resumes(tmp_path):
     assert run.steps == steps + 5
     np.testing.assert_allclose(run.losses, ref.losses, rtol=1e-12)
     np.testing.assert_allclose(run.layer_lca, ref.layer_lca, rtol=1e-9, atol=1e-15)
-    assert summary["sum_lca"] == pytest.approx(expected["sum_lca"], rel=1e-9)
-    assert run.steps == summary["steps"]
+    assert summary.sum_lca == pytest.approx(expected.sum_lca, rel=1e-9)
+    assert run.steps == summary.steps
 
 
 def test_resume_refuses_a_different_model(tmp_path):

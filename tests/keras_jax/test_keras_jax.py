@@ -45,7 +45,7 @@ def test_fit_under_keras_jax_uses_the_jax_backend(digits, tmp_path):
     run = open_run(tmp_path / "run")
     assert run.steps == 12 and run.layers == ["fc1", "fc2"]
     assert run.metadata["policy"]["framework"] == "jax"
-    assert cb.summary["budget_used"] < 0.01
+    assert cb.summary().budget_used < 0.01
     assert np.all(np.abs(run.residuals[run.converged]) <= 1e-3)
     assert "lca_residual" in history.history
     for a, b in zip(tracked.weights, plain.weights, strict=True):  # training unchanged

@@ -2,13 +2,14 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from lca_torch.demo import load_digits_split
 from torch import nn
+
+from lca_core.demo import digits_split
 
 
 @pytest.fixture(scope="session")
 def digits():
-    x, y, xv, yv = load_digits_split(0)
+    x, y, xv, yv = (torch.from_numpy(a) for a in digits_split(0))
     return x[:600], y[:600], xv, yv
 
 

@@ -10,8 +10,8 @@ def test_lca_demo_trains_writes_a_run_and_prints_the_summary(tmp_path, capsys):
     text = capsys.readouterr().out
     run = open_run(out)
     summary = run.summary()
-    assert run.steps == 30 and summary["loss_change"] < 0
-    assert summary["budget_used"] < 0.01
+    assert run.steps == 30 and summary.loss_change < 0
+    assert summary.budget_used < 0.01
     for label in (
         "loss change ΔL",
         "Σ LCA",
@@ -23,7 +23,7 @@ def test_lca_demo_trains_writes_a_run_and_prints_the_summary(tmp_path, capsys):
         "fc3",
     ):
         assert label in text
-    assert f"{summary['loss_change']:+.6f}" in text
+    assert f"{summary.loss_change:+.6f}" in text
     assert run.has("param_lca") and run.has("class_layer_lca") and run.has("val_losses")
     report = out.with_suffix(".html")
     assert f"report: {report}" in text

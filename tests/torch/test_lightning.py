@@ -7,7 +7,7 @@ from torch import nn
 
 pytest.importorskip("lightning")
 import lightning as L
-from lca_torch import LCACallback
+from lca_torch.lightning import LCACallback
 
 from lca_core import open_run
 from tests.torch.conftest import mlp
@@ -33,7 +33,7 @@ class Module(L.LightningModule):
 def test_one_optimizer_step_is_one_lca_step(digits, tmp_path, accumulate):
     x, y, _, _ = digits
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=50)
-    callback = LCACallback(nn.CrossEntropyLoss(), (x, y), tmp_path / "run")
+    callback = LCACallback((x, y), tmp_path / "run", loss_fn=nn.CrossEntropyLoss())
     trainer = L.Trainer(
         max_epochs=1,
         callbacks=[callback],
@@ -47,9 +47,21 @@ def test_one_optimizer_step_is_one_lca_step(digits, tmp_path, accumulate):
     trainer.fit(Module(), loader)
     run = open_run(tmp_path / "run")
     assert run.steps == trainer.global_step == len(loader) // accumulate
-    assert callback.summary["budget_used"] < 0.01
+    assert callback.summary().budget_used < 0.01
     assert run.layers == ["net.fc1", "net.fc2", "net.fc3"]
     np.testing.assert_allclose(
         run.layer_lca.sum(1) + run.residuals, np.diff(run.losses), atol=1e-10
     )
     assert "lca/residual" in trainer.callback_metrics
+
+
+def test_the_0_1_argument_order_still_works_with_a_warning(digits):
+    x, y, _, _ = digits
+    loss = nn.CrossEntropyLoss()
+    with pytest.warns(DeprecationWarning, match="LCACallback\\(data, store, loss_fn=loss_fn\\)"):
+        callback = LCACallback(loss, (x, y), "runs/old")
+    assert callback.loss_fn is loss and callback.data[0] is x
+    assert callback.opts["store"] == "runs/old"
+    import lca_torch
+
+    assert lca_torch.LCACallback is LCACallback  # still importable where 0.1 had it

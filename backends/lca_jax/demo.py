@@ -1,0 +1,60 @@
+"""``lca demo --backend jax``: the shared digits MLP (see :mod:`lca_core.demo`) as a pure
+function, trained with optax, tracked with ``lca_jax.Tracker``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lca_core.demo import LAYERS, DigitsSplit, learning_rate, tracker_options
+from lca_core.summary import Summary
+
+from .tracker import Tracker
+
+
+def forward(params: dict[str, Any], x: jax.Array) -> jax.Array:
+    for i, name in enumerate(LAYERS):
+        x = x @ params[name]["kernel"] + params[name]["bias"]
+        if i < len(LAYERS) - 1:
+            x = jax.nn.relu(x)
+    return x
+
+
+def loss_fn(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
+    """Each example's cross-entropy."""
+    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y)
+
+
+def train(
+    args: argparse.Namespace,
+    data: DigitsSplit,
+    weights: dict[str, tuple[np.ndarray, np.ndarray]],
+    batches: Iterator[np.ndarray],
+) -> Summary:
+    params = {
+        name: {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)} for name, (k, b) in weights.items()
+    }
+    lr = learning_rate(args)
+    optimizer = optax.adam(lr) if args.optimizer == "adam" else optax.sgd(lr, momentum=0.9)
+    opt_state = optimizer.init(params)
+    y = data.y.astype(np.int32)
+
+    @jax.jit
+    def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, Any]:
+        grads = jax.grad(lambda p: loss_fn(p, x, y).mean())(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    val = (data.xv, data.yv.astype(np.int32))
+    tracker = Tracker(loss_fn, params, (data.x, y), args.out, val_data=val, **tracker_options(args))
+    for idx in batches:
+        new_params, opt_state = step(params, opt_state, data.x[idx], y[idx])
+        tracker.update(params, new_params)
+        params = new_params
+    return tracker.close()

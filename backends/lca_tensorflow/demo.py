@@ -1,0 +1,60 @@
+"""``lca demo --backend tensorflow`` (or ``keras-jax``): the shared digits MLP (see
+:mod:`lca_core.demo`) trained by an unmodified ``model.fit`` with ``LCACallback``.
+
+The demo's batches are laid out in order and fit runs one epoch over them unshuffled, so
+Keras sees exactly the batches the other frameworks see.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+
+from lca_core.demo import LAYERS, DigitsSplit, learning_rate, tracker_options
+from lca_core.summary import Summary
+
+from .callback import LCACallback
+
+
+def mnist_fc(weights: dict[str, tuple[np.ndarray, np.ndarray]]) -> keras.Model:
+    layers: list[keras.layers.Layer] = [keras.Input((weights[LAYERS[0]][0].shape[0],))]
+    for i, name in enumerate(LAYERS):
+        activation = "relu" if i < len(LAYERS) - 1 else None
+        layers.append(keras.layers.Dense(weights[name][0].shape[1], activation, name=name))
+    model = keras.Sequential(layers, name="mnist_fc")
+    for name in LAYERS:
+        model.get_layer(name).set_weights(list(weights[name]))
+    return model
+
+
+def train(
+    args: argparse.Namespace,
+    data: DigitsSplit,
+    weights: dict[str, tuple[np.ndarray, np.ndarray]],
+    batches: Iterator[np.ndarray],
+) -> Summary:
+    model = mnist_fc(weights)
+    lr = learning_rate(args)
+    optimizer = (
+        keras.optimizers.Adam(lr, epsilon=1e-8)  # PyTorch's and optax's epsilon
+        if args.optimizer == "adam"
+        else keras.optimizers.SGD(lr, momentum=0.9)
+    )
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    order = np.concatenate(list(batches))
+    callback = LCACallback(
+        (data.x, data.y), args.out, val_data=(data.xv, data.yv), **tracker_options(args)
+    )
+    model.fit(
+        data.x[order],
+        data.y[order],
+        batch_size=args.batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[callback],
+    )
+    return callback.summary()

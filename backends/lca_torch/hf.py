@@ -1,0 +1,120 @@
+"""A Hugging Face ``transformers.Trainer`` callback: one optimizer step = one LCA step.
+
+    trainer = Trainer(model, args, train_dataset=train, callbacks=[LCACallback(eval_set, "run")])
+    trainer.train()   # unmodified
+
+By default L(θ) is the model's own loss output (``model(**batch).loss``) on ``data``,
+collated by the trainer's data collator in fixed, unshuffled chunks. Gradient accumulation
+and gradient clipping are inside the step: the callback marks θ just before
+``optimizer.step()`` and allocates just after it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+try:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+except ImportError as exc:  # pragma: no cover - exercised only without transformers
+    raise ImportError(
+        "lca_torch.hf needs transformers: pip install 'loss-change-allocation[hf]'"
+    ) from exc
+
+from lca_core.callback import LCACallbackBase
+from lca_core.contract import integration
+
+from .tracker import Tracker
+
+
+def model_loss(output: Any, target: Any) -> torch.Tensor:
+    """The loss a Hugging Face model returns when its batch holds labels."""
+    loss = getattr(output, "loss", None)
+    if loss is None:
+        raise ValueError(
+            "the model returned no loss on the evaluation data: give the examples labels "
+            "(e.g. a language-modelling collator) or pass loss_fn=(output, target) -> loss"
+        )
+    return loss
+
+
+@integration(bn_policy="batch", device=None)
+class LCACallback(TrainerCallback, LCACallbackBase):
+    """``Trainer(..., callbacks=[LCACallback(data, store)])``; ``data`` is a dataset of
+    examples (collated with the trainer's collator), a DataLoader, or (inputs, targets).
+
+    Each step's residual and % helped go into the trainer's logs as ``lca/residual`` and
+    ``lca/pct_helped`` (``trainer.state.log_history``, and every callback listed after this
+    one). ``batch_size`` defaults to the trainer's ``per_device_eval_batch_size``.
+    """
+
+    def __init__(
+        self,
+        data: Any = None,
+        store: str | os.PathLike[str] | None = None,
+        *legacy: Any,
+        loss_fn: Any = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        self._init_lca(data, store, loss_fn, legacy, options)
+        self._logged: int | None = None
+
+    def _loader(self, batch_size: int, train_dataloader: Any) -> Any:
+        """``data`` as fixed chunks: a dataset is collated with the trainer's collator."""
+        if isinstance(self.data, torch.utils.data.DataLoader | tuple):
+            return self.data
+        collate = getattr(train_dataloader, "collate_fn", None)
+        return torch.utils.data.DataLoader(
+            self.data, batch_size=batch_size, shuffle=False, collate_fn=collate
+        )
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        train_dataloader: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        opts = dict(self.opts)
+        if opts["batch_size"] is None:
+            opts["batch_size"] = args.per_device_eval_batch_size
+        data = self._loader(opts["batch_size"], train_dataloader)
+        self.tracker = Tracker(model, self.loss_fn or model_loss, data, **opts)
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        assert self.tracker is not None
+        self.tracker.begin()
+
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        assert self.tracker is not None
+        self.tracker.end()
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if self.last is None or logs is None or self.last.step == self._logged:
+            return  # each step's figures are logged once
+        self._logged = self.last.step
+        values = {"lca/residual": self.last.residual, "lca/pct_helped": self.last.pct_helped}
+        logs.update(values)
+        if state.log_history:
+            state.log_history[-1].update(values)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._close()

@@ -1,0 +1,176 @@
+"""The one summary of a run: a typed, frozen record, built by :func:`summarize` alone.
+
+Trackers, callbacks, ``replay`` and :meth:`lca_core.Run.summary` all return it, so a user
+reads the same fields in every framework; ``str(summary)`` is the table the CLI prints.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+
+def shares(counts: np.ndarray) -> tuple[float, float, float, float]:
+    """% helped, hurt, zero, and helped among the non-zero, from (…, 3) sign counts.
+
+    The one definition of these numbers: NaN where there is nothing to count.
+    """
+    helped, hurt, zero = (int(c) for c in np.asarray(counts).reshape(-1, 3).sum(axis=0))
+    total, nonzero = helped + hurt + zero, helped + hurt
+    return _pct(helped, total), _pct(hurt, total), _pct(zero, total), _pct(helped, nonzero)
+
+
+def _pct(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else float("nan")
+
+
+def budget_used(sum_residual: float, loss_change: float) -> float:
+    """|Σ r| / |ΔL|: the share of the loss change the allocation leaves unexplained."""
+    return abs(sum_residual) / abs(loss_change) if loss_change else float("nan")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run found, in plain Python numbers (NaN where the run has no such data).
+
+    A record-only run has ``steps == 0`` and its ``recorded_steps`` (0 for a run that
+    allocates as it trains); replay it to fill the rest. ``to_dict()`` gives JSON-ready
+    values; ``str()`` a table for people.
+    """
+
+    steps: int
+    loss_start: float
+    loss_end: float
+    loss_change: float
+    sum_lca: float
+    sum_residual: float
+    sum_drift: float
+    budget: float
+    budget_used: float
+    unconverged_steps: int
+    max_abs_residual: float
+    pct_helped: float
+    pct_hurt: float
+    pct_zero: float
+    pct_helped_nonzero: float
+    layers: Mapping[str, float] = field(default_factory=dict)
+    gradient_passes: int | None = None
+    recorded_steps: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", MappingProxyType(dict(self.layers)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"layers": dict(self.layers)}
+
+    def __getitem__(self, key: str) -> Any:
+        """Dict-style access of the 0.1 release; use attributes (``summary.budget_used``)."""
+        warnings.warn(
+            f"summary[{key!r}] is deprecated; summaries are typed now: use summary.{key}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.to_dict()[key]
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(label, value, what it means) rows, shared by the terminal table and the report."""
+        if not self.steps:
+            return [
+                ("steps allocated", "0", "nothing allocated yet"),
+                ("steps recorded", f"{self.recorded_steps}", "replay them: `lca replay RUN`"),
+            ]
+        rows = [
+            ("steps", f"{self.steps}", "optimizer steps whose loss change was allocated"),
+            ("loss", f"{self.loss_start:.4f} → {self.loss_end:.4f}", "on the evaluation set"),
+            ("loss change ΔL", f"{self.loss_change:+.6f}", "negative = the network learned"),
+            ("Σ LCA", f"{self.sum_lca:+.6f}", "should equal ΔL"),
+            ("Σ residual", f"{self.sum_residual:+.2e}", "ΔL − Σ LCA: the integration error"),
+            (
+                "budget used",
+                f"{100 * self.budget_used:.3f} % of |ΔL| (budget {100 * self.budget:g} %)",
+                "under the budget = the allocation is trustworthy",
+            ),
+            ("unconverged steps", f"{self.unconverged_steps}", "steps whose residual > tol"),
+            (
+                "helped / hurt / zero",
+                f"{self.pct_helped:.2f} % / {self.pct_hurt:.2f} % / {self.pct_zero:.2f} %",
+                "of parameter-steps; the paper finds ~50–58 % helping",
+            ),
+            (
+                "helped, zeros ignored",
+                f"{self.pct_helped_nonzero:.2f} %",
+                "among parameters that moved the loss",
+            ),
+        ]
+        if self.sum_drift:
+            rows.insert(
+                5,
+                ("Σ buffer drift", f"{self.sum_drift:+.2e}", "loss change from buffers, not θ"),
+            )
+        if self.gradient_passes is not None:
+            rows.append(
+                (
+                    "gradient passes",
+                    f"{self.gradient_passes}",
+                    "full evaluation-set passes spent (the cost of LCA)",
+                )
+            )
+        return rows
+
+    def __str__(self) -> str:
+        rows = self.rows()
+        width = max(len(k) for k, _, _ in rows)
+        value_width = max(len(v) for _, v, _ in rows)
+        lines = [f"{k:<{width}}  {v:<{value_width}}  {why}" for k, v, why in rows]
+        if self.layers:
+            lines.append("LCA per layer (negative = the layer helped):")
+            layer_width = max(len(name) for name in self.layers)
+            lines += [f"  {name:<{layer_width}}  {v:+.6f}" for name, v in self.layers.items()]
+        return "\n".join(lines)
+
+
+def summarize(
+    *,
+    losses: np.ndarray,
+    layer_lca: np.ndarray,
+    residuals: np.ndarray,
+    drift: np.ndarray,
+    converged: np.ndarray,
+    layer_counts: np.ndarray,
+    layers: list[str] | tuple[str, ...],
+    budget: float,
+    gradient_passes: int | None = None,
+    recorded_steps: int = 0,
+) -> Summary:
+    """The summary from the always-stored arrays (shared by runs and live allocators)."""
+    steps = len(residuals)
+    losses = np.asarray(losses, dtype=np.float64)
+    loss_change = float(losses[-1] - losses[0]) if len(losses) else float("nan")
+    sum_residual = float(np.sum(residuals))
+    helped, hurt, zero, helped_nonzero = shares(layer_counts)
+    totals = np.asarray(layer_lca, dtype=np.float64).reshape(-1, len(layers)).sum(axis=0)
+    return Summary(
+        steps=steps,
+        loss_start=float(losses[0]) if len(losses) else float("nan"),
+        loss_end=float(losses[-1]) if len(losses) else float("nan"),
+        loss_change=loss_change if steps else float("nan"),
+        sum_lca=float(totals.sum()) if steps else float("nan"),
+        sum_residual=sum_residual if steps else float("nan"),
+        sum_drift=float(np.sum(drift)),
+        budget=float(budget),
+        budget_used=budget_used(sum_residual, loss_change) if steps else float("nan"),
+        unconverged_steps=int((~np.asarray(converged, dtype=bool)).sum()),
+        max_abs_residual=float(np.abs(residuals).max()) if steps else float("nan"),
+        pct_helped=helped,
+        pct_hurt=hurt,
+        pct_zero=zero,
+        pct_helped_nonzero=helped_nonzero,
+        layers={name: float(v) for name, v in zip(layers, totals, strict=True)} if steps else {},
+        gradient_passes=gradient_passes,
+        recorded_steps=recorded_steps,
+    )

@@ -1,0 +1,184 @@
+"""``Tracker``: the custom-loop integration every framework shares, and the one-call
+``allocate``.
+
+A framework's tracker only builds its backend and says how to flatten its parameters; the
+verbs live here once:
+
+* ``with tracker.step(): optimizer.step()`` (or ``begin()`` / ``end()``) where the
+  parameters change in place (torch, Keras);
+* ``tracker.update(params_before, params_after)`` where they don't (JAX, Keras' stateless
+  loop), ``start(params)`` first when the step donates its inputs;
+* ``last``, ``gradient_passes``, ``summary()``, ``close()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .allocator import Allocator, StepResult
+from .contract import allocator_options, integration, resolve_options
+from .protocol import Backend, Snapshot
+from .summary import Summary
+
+
+@integration()
+class Tracker:
+    """LCA of each (``every``-th block of) optimizer step(s) of a custom training loop.
+
+    ``lca_core.Tracker(backend, store, **options)`` serves any :class:`Backend` (e.g. a
+    :class:`lca_core.FunctionBackend`); the framework trackers build their backend from a
+    model and take the same options.
+    """
+
+    framework_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self, backend: Backend, store: str | os.PathLike[str] | None = None, **options: Any
+    ) -> None:
+        opts = resolve_options({**options, "store": store}, "lca_core.Tracker")
+        for name in ("val_data", "batch_size"):
+            if opts[name] is not None:
+                raise ValueError(
+                    f"lca_core.Tracker takes a ready backend: give {name}= to the backend "
+                    "(e.g. FunctionBackend(..., val_data=...)), not to the tracker"
+                )
+        self._setup(backend, opts)
+
+    def _setup(self, backend: Backend, opts: dict[str, Any]) -> None:
+        self.backend = backend
+        self.options = opts
+        self.every = int(opts["every"])
+        self.allocator = Allocator(
+            backend,
+            opts["store"],
+            validation="val" in backend.splits,
+            every=self.every,
+            **allocator_options(opts),
+        )
+        #: optimizer steps seen so far (a resumed run continues its numbering)
+        self.optimizer_steps = self.allocator.steps * self.every
+        self.last: StepResult | None = None
+        self._started = False
+        self._last_theta: np.ndarray | None = None
+        self._bar = tqdm(desc="LCA", unit="step", disable=not opts["progress"], leave=False)
+
+    # -- how a framework's parameters become θ (overridden by the framework trackers) ------
+    def flatten(self, params: Any) -> np.ndarray:
+        """θ as one host vector from the framework's own parameter container."""
+        return np.asarray(params).ravel()
+
+    # -- in-place updates: begin / end around optimizer.step() ---------------------------------
+    def start(self, params: Any = None) -> None:
+        """Mark θ_0 (default: the model's parameters now) and evaluate it."""
+        snap = self.backend.snapshot() if params is None else Snapshot(self.flatten(params))
+        self.allocator.start(snap)
+        self._last_theta = np.asarray(snap.theta)
+        self._started = True
+
+    def begin(self) -> None:
+        """Call just before ``optimizer.step()``: the first call evaluates θ_0."""
+        if not self._started:
+            self.start()
+        elif self.optimizer_steps % self.every == 0:
+            self._check_untouched(self.backend.snapshot().theta)
+
+    def end(self) -> StepResult | None:
+        """Call just after ``optimizer.step()``; allocates when a block of ``every`` is done."""
+        if not self._started:
+            raise RuntimeError("Tracker.end() before begin(): call begin() before the step")
+        return self._advance(self.backend.snapshot())
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """``with tracker.step(): optimizer.step()``."""
+        self.begin()
+        yield
+        self.end()
+
+    # -- functional updates: update(before, after) -------------------------------------------
+    def update(self, params_before: Any, params_after: Any) -> StepResult | None:
+        """One optimizer step params_before → params_after; allocates at the end of a block."""
+        if not self._started:
+            self.start(params_before)
+        elif params_before is not None:
+            self._check_untouched(self.flatten(params_before))
+        # a host copy at once: safe when the next jitted step donates these buffers
+        return self._advance(Snapshot(self.flatten(params_after)))
+
+    # -- shared --------------------------------------------------------------------------------
+    def _advance(self, snap: Snapshot) -> StepResult | None:
+        self.optimizer_steps += 1
+        self._last_theta = np.asarray(snap.theta)
+        if self.optimizer_steps % self.every:
+            return None
+        result = self.allocator.advance(snap, step_index=self.optimizer_steps - 1)
+        if result is not None:
+            self.last = result
+            self._bar.set_postfix(
+                residual=f"{result.residual:.1e}", helped=f"{result.pct_helped:.1f}%"
+            )
+        self._bar.update()
+        return result
+
+    def _check_untouched(self, theta: np.ndarray) -> None:
+        """Parameters changed between two tracked steps would be a loss change nobody owns."""
+        if self._last_theta is not None and not np.array_equal(theta, self._last_theta):
+            raise RuntimeError(
+                "the model's parameters changed between two tracked optimizer steps (outside "
+                "`with tracker.step()` / `tracker.update`), so that change would be allocated "
+                "to no one. Put every update (clipping, weight decay by hand, EMA swaps) "
+                "inside the tracked step."
+            )
+
+    @property
+    def gradient_passes(self) -> int:
+        """Full evaluation-set gradient passes made so far (the cost of LCA)."""
+        return self.allocator.gradient_passes
+
+    def summary(self) -> Summary:
+        return self.allocator.summary()
+
+    def close(self) -> Summary:
+        """Flush the store and return the summary (raises if strict and over budget)."""
+        self._bar.close()
+        return self.allocator.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Allocation(NamedTuple):
+    """One step's LCA shaped like the framework's parameters, its residual, and the full
+    :class:`StepResult` (flat LCA, per-layer sums, panels, …)."""
+
+    lca: Any
+    residual: float
+    result: StepResult
+
+
+def allocate_step(tracker: Tracker, before: Any, after: Any) -> StepResult:
+    """Allocate one step with a fresh tracker and close it (the engine of every
+    ``allocate``)."""
+    result = tracker.update(before, after)
+    tracker.close()
+    assert result is not None  # every=1, not record-only: a step always allocates
+    return result
+
+
+def allocate(backend: Backend, theta_before: Any, theta_after: Any, **options: Any) -> Allocation:
+    """LCA of one step θ_before → θ_after with ``backend`` (Captum-style: one call).
+
+    ``lca`` maps each parameter name to its allocation, shaped like the parameter.
+    """
+    tracker = Tracker(backend, **options)
+    result = allocate_step(tracker, theta_before, theta_after)
+    return Allocation(backend.layout.split(result.lca), result.residual, result)

@@ -1,0 +1,365 @@
+"""One small training session per integration, for the shared contract tests.
+
+Each session holds a model and its optimizer state, makes trackers over it with the
+contract's options, and trains it for a number of steps continuing where it left off, so
+that resume and replay can be compared with uninterrupted runs. The same problem (a 16-12-4
+tanh MLP on generated 4-class data, plain SGD on fixed batches) in every framework.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+N, D, C, HIDDEN, BATCH, LR = 120, 16, 4, 12, 30, 0.5
+
+
+def problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(C, D)) * 1.5
+    y = rng.integers(0, C, N)
+    x = (centers[y] + rng.normal(size=(N, D))).astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+def batch_indices(step: int) -> np.ndarray:
+    start = (step * BATCH) % N
+    return np.arange(start, start + BATCH)
+
+
+def init_weights(seed: int = 1) -> list[np.ndarray]:
+    """[kernel0 (D, H), bias0, kernel1 (H, C), bias1] as float32."""
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.normal(size=(D, HIDDEN)) / np.sqrt(D)).astype(np.float32),
+        np.zeros(HIDDEN, np.float32),
+        (rng.normal(size=(HIDDEN, C)) / np.sqrt(HIDDEN)).astype(np.float32),
+        np.zeros(C, np.float32),
+    ]
+
+
+class Session:
+    """A model being trained; ``tracker(store, **options)`` tracks it from now on."""
+
+    #: what the loss may return: "mean" and/or "per_example"
+    conventions: tuple[str, ...] = ("mean", "per_example")
+    steps_done = 0
+
+    def tracker(
+        self,
+        store: Any = None,
+        *,
+        convention: str = "mean",
+        stochastic: bool = False,
+        **options: Any,
+    ) -> Any:
+        raise NotImplementedError
+
+    def train(self, tracker: Any, steps: int) -> None:
+        raise NotImplementedError
+
+    def backend(self) -> Any:
+        """A backend over this session's model and data (for replay)."""
+        return self.tracker().backend
+
+    @property
+    def reference_loss(self) -> float:
+        """L(θ_0) computed independently in float64 numpy from the initial weights."""
+        x, y = problem()
+        k0, b0, k1, b1 = (w.astype(np.float64) for w in init_weights())
+        logits = np.tanh(x @ k0 + b0) @ k1 + b1
+        logits -= logits.max(axis=1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return float(-log_p[np.arange(len(y)), y].mean())
+
+
+# -- function (numpy, no framework) -------------------------------------------------------
+class FunctionSession(Session):
+    conventions = ("mean",)  # loss_and_grad returns the mean loss and its gradient
+
+    def __init__(self) -> None:
+        from lca_core.numpy_models import MLP
+
+        self.x, self.y = problem()
+        self.mlp = MLP((D, HIDDEN, C), activation="tanh")
+        self.theta = self.mlp.init(1)
+        self.theta0 = self.theta
+
+    @property
+    def reference_loss(self) -> float:
+        return float(self.mlp.loss_and_grad(self.theta0, self.x, self.y)[0])
+
+    def tracker(self, store=None, *, convention="mean", stochastic=False, **options):
+        from lca_core import FunctionBackend, Tracker
+
+        fn = self.mlp.loss_and_grad
+        if stochastic:
+            rng = np.random.default_rng()
+
+            def fn(theta, x, y, _f=self.mlp.loss_and_grad):
+                loss, grad = _f(theta, x, y)
+                return loss + rng.normal() * 1e-3, grad
+
+        val = options.pop("val_data", None)
+        options.pop("batch_size", None)  # the numpy loss takes the whole set at once
+        backend = FunctionBackend(
+            fn, self.theta, data=(self.x, self.y), val_data=val, layout=self.mlp.layout
+        )
+        return Tracker(backend, store, **options)
+
+    def train(self, tracker, steps):
+        for _ in range(steps):
+            idx = batch_indices(self.steps_done)
+            _, grad = self.mlp.loss_and_grad(self.theta, self.x[idx], self.y[idx])
+            new = self.theta - LR * grad
+            tracker.update(self.theta, new)
+            self.theta = new
+            self.steps_done += 1
+
+
+# -- torch ----------------------------------------------------------------------------------
+class TorchSession(Session):
+    def __init__(self) -> None:
+        import torch
+        from torch import nn
+
+        x, y = problem()
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.model = nn.Sequential(nn.Linear(D, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, C))
+        k0, b0, k1, b1 = init_weights()
+        with torch.no_grad():
+            for p, w in zip(self.model.parameters(), [k0.T, b0, k1.T, b1], strict=True):
+                p.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
+
+    def tracker(self, store=None, *, convention="mean", stochastic=False, **options):
+        import torch
+        from lca_torch import Tracker
+        from torch import nn
+
+        ce = nn.CrossEntropyLoss(reduction="mean" if convention == "mean" else "none")
+        loss_fn = (lambda out, y: ce(out, y) + 1e-3 * torch.rand(())) if stochastic else ce
+        if "val_data" in options:
+            options["val_data"] = tuple(torch.from_numpy(a) for a in options["val_data"])
+        return Tracker(self.model, loss_fn, (self.x, self.y), store, **options)
+
+    def train(self, tracker, steps):
+        from torch import nn
+
+        for _ in range(steps):
+            idx = batch_indices(self.steps_done)
+            loss = nn.functional.cross_entropy(self.model(self.x[idx]), self.y[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            with tracker.step():
+                self.opt.step()
+            self.steps_done += 1
+
+
+# -- Keras 3 (TensorFlow or JAX underneath) ----------------------------------------------
+class KerasSession(Session):
+    def __init__(self) -> None:
+        import keras
+
+        self.x, self.y = problem()
+        self.model = keras.Sequential(
+            [
+                keras.Input((D,)),
+                keras.layers.Dense(HIDDEN, "tanh", name="fc0"),
+                keras.layers.Dense(C, name="fc1"),
+            ],
+            name="mlp",
+        )
+        self.model.set_weights(init_weights())
+        self.opt = keras.optimizers.SGD(LR)
+        self.opt.build(self.model.trainable_variables)
+
+    def loss(self, convention: str, stochastic: bool) -> Any:
+        import keras
+
+        reduction = "sum_over_batch_size" if convention == "mean" else None
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+        if not stochastic:
+            return ce
+        return lambda y, out: ce(y, out) + 1e-3 * self.noise()
+
+    def tracker(self, store=None, *, convention="mean", stochastic=False, **options):
+        from lca_tensorflow import Tracker
+
+        loss = self.loss(convention, stochastic)
+        return Tracker(self.model, loss, (self.x, self.y), store, **options)
+
+
+class KerasTFSession(KerasSession):
+    """A TensorFlow GradientTape loop: variables change in place (begin / end)."""
+
+    def noise(self) -> Any:
+        import tensorflow as tf
+
+        return tf.random.uniform([])
+
+    def train(self, tracker, steps):
+        import keras
+        import tensorflow as tf
+
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        for _ in range(steps):
+            idx = batch_indices(self.steps_done)
+            with tf.GradientTape() as tape:
+                loss = ce(self.y[idx], self.model(self.x[idx], training=True))
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            with tracker.step():
+                self.opt.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+            self.steps_done += 1
+
+
+class KerasJaxSession(KerasSession):
+    """Keras' stateless loop on JAX: new values each step (update)."""
+
+    def noise(self) -> Any:
+        import jax
+
+        return jax.pure_callback(
+            lambda: np.float32(np.random.rand()), jax.ShapeDtypeStruct((), np.float32)
+        )
+
+    def train(self, tracker, steps):
+        import jax
+        import keras
+
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model = self.model
+
+        def loss_of(values, x, y):
+            out, _ = model.stateless_call(values, [], x, training=True)
+            return ce(y, out)
+
+        opt_vars = [v.value for v in self.opt.variables]
+        values = [v.value for v in model.trainable_variables]
+        for _ in range(steps):
+            idx = batch_indices(self.steps_done)
+            grads = jax.grad(loss_of)(values, self.x[idx], self.y[idx])
+            new, opt_vars = self.opt.stateless_apply(opt_vars, grads, values)
+            tracker.update(values, new)
+            values = new
+            self.steps_done += 1
+        for v, value in zip(model.trainable_variables, values, strict=True):
+            v.assign(value)
+        for v, value in zip(self.opt.variables, opt_vars, strict=True):
+            v.assign(value)
+
+
+# -- JAX ----------------------------------------------------------------------------------
+class JaxSession(Session):
+    def __init__(self) -> None:
+        import jax.numpy as jnp
+
+        self.x, y = problem()
+        self.y = y.astype(np.int32)
+        k0, b0, k1, b1 = init_weights()
+        self.params = {
+            "fc0": {"kernel": jnp.asarray(k0), "bias": jnp.asarray(b0)},
+            "fc1": {"kernel": jnp.asarray(k1), "bias": jnp.asarray(b1)},
+        }
+
+    @staticmethod
+    def per_example(params, x, y):
+        import jax.numpy as jnp
+        import optax
+
+        h = jnp.tanh(x @ params["fc0"]["kernel"] + params["fc0"]["bias"])
+        out = h @ params["fc1"]["kernel"] + params["fc1"]["bias"]
+        return optax.softmax_cross_entropy_with_integer_labels(out, y)
+
+    def tracker(self, store=None, *, convention="mean", stochastic=False, **options):
+        import jax
+        from lca_jax import Tracker
+
+        f = self.per_example
+        loss = (lambda p, x, y: f(p, x, y).mean()) if convention == "mean" else f
+        if stochastic:
+
+            def loss(p, x, y, _f=loss):
+                noise = jax.pure_callback(
+                    lambda: np.float32(np.random.rand()), jax.ShapeDtypeStruct((), np.float32)
+                )
+                return _f(p, x, y) + 1e-3 * noise
+
+        if "val_data" in options:
+            xv, yv = options["val_data"]
+            options["val_data"] = (xv, yv.astype(np.int32))
+        return Tracker(loss, self.params, (self.x, self.y), store, **options)
+
+    def train(self, tracker, steps):
+        import jax
+
+        grad = jax.jit(jax.grad(lambda p, x, y: self.per_example(p, x, y).mean()))
+        for _ in range(steps):
+            idx = batch_indices(self.steps_done)
+            g = grad(self.params, self.x[idx], self.y[idx])
+            new = jax.tree_util.tree_map(lambda p, d: p - LR * d, self.params, g)
+            tracker.update(self.params, new)
+            self.params = new
+            self.steps_done += 1
+
+
+@dataclass(frozen=True)
+class Integration:
+    name: str
+    session: Callable[[], Session]
+    #: the integration's public classes that implement the contract
+    classes: Callable[[], list[type]]
+
+
+def _torch_classes() -> list[type]:
+    import lca_torch
+
+    found = [lca_torch.Tracker]
+    if importlib.util.find_spec("lightning"):
+        from lca_torch.lightning import LCACallback
+
+        found.append(LCACallback)
+    if importlib.util.find_spec("transformers"):
+        from lca_torch.hf import LCACallback as HFCallback
+
+        found.append(HFCallback)
+    return found
+
+
+def _keras_classes() -> list[type]:
+    import lca_tensorflow
+
+    return [lca_tensorflow.Tracker, lca_tensorflow.LCACallback]
+
+
+def _core_classes() -> list[type]:
+    import lca_core
+
+    return [lca_core.Tracker]
+
+
+def _jax_classes() -> list[type]:
+    import lca_jax
+
+    return [lca_jax.Tracker]
+
+
+def installed() -> list[Integration]:
+    """Every integration whose framework is installed here (the tox env decides)."""
+    found = [Integration("function", FunctionSession, _core_classes)]
+    if importlib.util.find_spec("torch"):
+        found.append(Integration("torch", TorchSession, _torch_classes))
+    keras_backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if importlib.util.find_spec("keras"):
+        if keras_backend == "tensorflow" and importlib.util.find_spec("tensorflow"):
+            found.append(Integration("keras-tf", KerasTFSession, _keras_classes))
+        if keras_backend == "jax" and importlib.util.find_spec("jax"):
+            found.append(Integration("keras-jax", KerasJaxSession, _keras_classes))
+    if importlib.util.find_spec("jax") and importlib.util.find_spec("optax"):
+        found.append(Integration("jax", JaxSession, _jax_classes))
+    return found

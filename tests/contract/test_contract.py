@@ -1,0 +1,156 @@
+"""The API contract, tested once for every installed integration (function, torch,
+Keras on TensorFlow, Keras on JAX, JAX): the same names and defaults, the same verbs, the
+same results. Each tox environment runs it over the frameworks it installs."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+from lca_core import NondeterministicLossError, Summary, UnknownOptionError, open_run, replay
+from lca_core.contract import OPTIONS
+from tests.contract.integrations import installed, problem
+
+INTEGRATIONS = installed()
+IDS = [i.name for i in INTEGRATIONS]
+
+
+@pytest.fixture(params=INTEGRATIONS, ids=IDS)
+def integration(request):
+    return request.param
+
+
+def test_every_class_takes_the_contract_options_with_the_core_defaults(integration):
+    for cls in integration.classes():
+        params = inspect.signature(cls).parameters
+        for name, default in OPTIONS.items():
+            assert name in params, f"{cls.__module__}.{cls.__name__} lacks {name}"
+            assert params[name].default == default, (cls, name)
+        # evaluation data is `data` everywhere, never `eval_data`
+        assert "eval_data" not in params
+        assert "data" in params or cls.__module__ == "lca_core.tracker"
+
+
+def test_unknown_option_is_refused_at_construction_naming_the_valid_ones(integration):
+    session = integration.session()
+    with pytest.raises(UnknownOptionError, match=r"'tols'.*Did you mean 'tol'.*max_panels"):
+        session.tracker(tols=1e-3)
+    for cls in integration.classes():
+        if "Callback" in cls.__name__:
+            with pytest.raises(UnknownOptionError, match="record_onyl"):
+                cls(problem(), record_onyl=True)
+
+
+def test_stochastic_loss_is_refused(integration):
+    session = integration.session()
+    tracker = session.tracker(stochastic=True)
+    with pytest.raises(NondeterministicLossError, match="pure function"):
+        session.train(tracker, 1)
+
+
+def test_summary_is_one_type_also_for_record_only(integration, tmp_path):
+    session = integration.session()
+    tracker = session.tracker(tmp_path / "online")
+    session.train(tracker, 2)
+    summary = tracker.close()
+    assert isinstance(summary, Summary) and summary.steps == 2
+    assert summary == tracker.summary() and summary.gradient_passes == tracker.gradient_passes
+    assert "budget used" in str(summary)
+    recorder = session.tracker(tmp_path / "recorded", record_only=True)
+    session.train(recorder, 3)
+    recorded = recorder.close()
+    assert isinstance(recorded, Summary)
+    assert (recorded.steps, recorded.recorded_steps, recorded.gradient_passes) == (0, 3, 0)
+    np.testing.assert_equal(open_run(tmp_path / "recorded").summary().to_dict(), recorded.to_dict())
+
+
+def test_every_k_allocates_blocks_of_k_steps(integration, tmp_path):
+    dense, sparse = integration.session(), integration.session()
+    a = dense.tracker(tmp_path / "dense")
+    dense.train(a, 6)
+    a.close()
+    b = sparse.tracker(tmp_path / "sparse", every=3)
+    sparse.train(b, 6)
+    b.close()
+    d, s = open_run(tmp_path / "dense"), open_run(tmp_path / "sparse")
+    assert s.steps == 2
+    np.testing.assert_array_equal(s.step_index, [2, 5])
+    np.testing.assert_allclose(s.losses, d.losses[[0, 3, 6]], rtol=1e-6)
+    # a block's allocation explains the block's loss change
+    np.testing.assert_allclose(s.layer_lca.sum(1) + s.residuals, np.diff(s.losses), atol=1e-9)
+
+
+def test_record_then_replay_equals_online(integration, tmp_path):
+    online, recorded = integration.session(), integration.session()
+    a = online.tracker(tmp_path / "online")
+    online.train(a, 4)
+    a.close()
+    r = recorded.tracker(tmp_path / "recorded", record_only=True)
+    recorded.train(r, 4)
+    r.close()
+    fresh = integration.session()
+    summary = replay(tmp_path / "recorded", fresh.backend(), progress=False)
+    assert summary.steps == 4
+    x, y = open_run(tmp_path / "online"), open_run(tmp_path / "recorded")
+    np.testing.assert_allclose(y.losses, x.losses, rtol=1e-6)
+    np.testing.assert_allclose(y.layer_lca, x.layer_lca, rtol=1e-5, atol=1e-8)
+    np.testing.assert_array_equal(y.step_index, x.step_index)
+
+
+def test_resume_continues_the_run(integration, tmp_path):
+    whole, split = integration.session(), integration.session()
+    a = whole.tracker(tmp_path / "whole")
+    whole.train(a, 4)
+    a.close()
+    b = split.tracker(tmp_path / "split")
+    split.train(b, 2)
+    b.close()
+    c = split.tracker(tmp_path / "split", resume=True)
+    split.train(c, 2)
+    summary = c.close()
+    x, y = open_run(tmp_path / "whole"), open_run(tmp_path / "split")
+    assert y.steps == summary.steps == 4
+    np.testing.assert_array_equal(y.step_index, x.step_index)
+    np.testing.assert_allclose(y.losses, x.losses, rtol=1e-6)
+    np.testing.assert_allclose(y.layer_lca, x.layer_lca, rtol=1e-5, atol=1e-8)
+
+
+def test_per_class_allocations_sum_to_the_total(integration, tmp_path):
+    session = integration.session()
+    tracker = session.tracker(tmp_path / "run", per_class=True)
+    session.train(tracker, 3)
+    tracker.close()
+    run = open_run(tmp_path / "run")
+    class_layer = run.array("class_layer_lca")
+    assert class_layer.shape == (3, 4, len(run.layers))
+    np.testing.assert_allclose(class_layer.sum(1), run.layer_lca, atol=1e-9)
+    np.testing.assert_allclose(run.array("class_losses").sum(1), run.losses, rtol=1e-9)
+
+
+def test_validation_lca_comes_with_val_data(integration, tmp_path):
+    session = integration.session()
+    x, y = problem(seed=7)
+    tracker = session.tracker(tmp_path / "run", val_data=(x[:50], y[:50]))
+    session.train(tracker, 2)
+    tracker.close()
+    run = open_run(tmp_path / "run")
+    assert run.array("val_layer_lca").shape == (2, len(run.layers))
+    assert np.all(np.abs(run.array("val_residuals")) <= 1e-3)
+
+
+def test_mean_and_per_example_losses_give_the_exact_same_allocation(integration, tmp_path):
+    """Chunks of 48 over 120 examples: the last one is partial (padded where compiled shapes
+    are fixed), so a mean that counted padding would miss the reference loss."""
+    runs = []
+    for convention in integration.session().conventions:
+        session = integration.session()
+        tracker = session.tracker(tmp_path / convention, convention=convention, batch_size=48)
+        session.train(tracker, 3)
+        tracker.close()
+        runs.append(open_run(tmp_path / convention))
+        assert runs[-1].losses[0] == pytest.approx(session.reference_loss, rel=1e-6)
+    for run in runs[1:]:
+        np.testing.assert_allclose(run.losses, runs[0].losses, rtol=1e-6)
+        np.testing.assert_allclose(run.layer_lca, runs[0].layer_lca, rtol=1e-5, atol=1e-8)

@@ -1,0 +1,79 @@
+"""The Hugging Face Trainer callback on a tiny GPT-2 built from a config (no download)."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+from lca_torch.hf import LCACallback
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+from transformers.trainer_utils import set_seed
+
+from lca_core import open_run
+
+
+def tiny_gpt2():
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=48, n_positions=16, n_embd=24, n_layer=2, n_head=2)
+    return GPT2LMHeadModel(config)
+
+
+def token_examples(n, seed):
+    rng = np.random.default_rng(seed)
+    # a learnable pattern: each sequence counts up from a random start
+    starts = rng.integers(0, 32, n)
+    ids = (starts[:, None] + np.arange(16)[None]) % 48
+    return [{"input_ids": torch.tensor(r), "labels": torch.tensor(r)} for r in ids]
+
+
+def train(tmp_path, callbacks, accumulate=1):
+    set_seed(0)
+    model = tiny_gpt2()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        gradient_accumulation_steps=accumulate,
+        max_steps=6,
+        learning_rate=3e-3,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=token_examples(96, 1), callbacks=callbacks
+    )
+    trainer.train()
+    return model, trainer
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_trainer_train_with_the_callback_adds_up(tmp_path, accumulate):
+    callback = LCACallback(token_examples(40, 2), tmp_path / "run", progress=False)
+    model, trainer = train(tmp_path, [callback], accumulate)
+    run = open_run(tmp_path / "run")
+    assert run.steps == 6  # one optimizer step = one LCA step, whatever the accumulation
+    summary = callback.summary()
+    assert summary.steps == 6 and summary.loss_change < 0  # the pattern is being learned
+    assert summary.budget_used < 0.01
+    assert np.all(np.abs(run.residuals) <= 1e-3)
+    # L is the model's own loss on the evaluation examples (collated by the trainer)
+    with torch.no_grad():
+        model.eval()
+        batch = {k: torch.stack([e[k] for e in token_examples(40, 2)]) for k in ("input_ids",)}
+        final = model(**batch, labels=batch["input_ids"]).loss.item()
+    assert run.losses[-1] == pytest.approx(final, rel=1e-5)
+    logged = [h for h in trainer.state.log_history if "lca/residual" in h]
+    assert len(logged) == 6 and all("lca/pct_helped" in h for h in logged)
+
+
+def test_the_callback_does_not_change_training(tmp_path):
+    with_lca, _ = train(tmp_path / "a", [LCACallback(token_examples(40, 2), progress=False)])
+    without, _ = train(tmp_path / "b", [])
+    for (name, a), (_, b) in zip(
+        with_lca.state_dict().items(), without.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
