@@ -57,3 +57,15 @@ def test_non_trainable_state_is_refused_with_advice(digits):
     x, y = digits
     with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
         model(batchnorm=True).fit(x, y, epochs=1, callbacks=[LCACallback((x, y))], verbose=0)
+
+
+def test_lca_demo_runs_on_keras_jax(tmp_path, capsys):
+    from lca_core import open_run
+    from lca_core.cli import main
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--backend", "keras-jax", "--out", str(out), "--steps", "3", "--frames", "2"]
+    assert main(argv) == 0
+    assert "LCA of 3 steps (keras-jax)" in capsys.readouterr().out
+    run = open_run(out)
+    assert run.steps == 3 and run.layers == ["fc1", "fc2", "fc3"]

@@ -136,3 +136,20 @@ def test_importing_lca_tensorflow_imports_no_other_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_allocate_one_step_in_one_call(digits):
+    from lca_tensorflow import allocate
+
+    x, y = digits
+    model = mlp()
+    before = [v.numpy() for v in model.trainable_variables]
+    model.fit(x[:100], y[:100], epochs=1, batch_size=100, verbose=0)
+    after = [v.numpy() for v in model.trainable_variables]
+    out = allocate(model, None, (x, y), before, after)
+    assert [a.shape for a in out.lca] == [b.shape for b in before]
+    total = sum(a.sum() for a in out.lca)
+    assert total + out.residual == pytest.approx(
+        out.result.loss_after - out.result.loss_before, abs=1e-9
+    )
+    assert abs(out.residual) <= 1e-3 and total < 0  # one step of training lowered the loss

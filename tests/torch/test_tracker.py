@@ -187,3 +187,29 @@ def test_bad_evaluation_data_is_explained(digits):
     a, b = from_loader.evaluate([theta])[0], from_tensors.evaluate([theta])[0]
     assert a.loss == pytest.approx(b.loss, rel=1e-6)
     np.testing.assert_allclose(a.grad, b.grad, rtol=1e-5, atol=1e-8)
+
+
+def test_allocate_one_step_in_one_call_matches_the_tracker(digits, tmp_path):
+    from lca_torch import allocate
+
+    x, y, _, _ = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ce(model(x[:64]), y[:64]).backward()
+    opt.step()
+    after = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = allocate(model, ce, (x, y), before, after)
+    assert out.lca.keys() == before.keys()
+    assert out.lca["fc1.weight"].shape == before["fc1.weight"].shape
+    # the same step through a tracker, from the same starting point
+    other = mlp()
+    other.load_state_dict({**other.state_dict(), **before})
+    tracker = Tracker(other, ce, (x, y), tmp_path / "run", store_params=True)
+    tracker.update(before, after)
+    tracker.close()
+    stored = open_run(tmp_path / "run").param_lca("fc1.weight")[0]
+    np.testing.assert_allclose(out.lca["fc1.weight"].numpy(), stored, rtol=1e-5, atol=1e-9)
+    assert out.residual == pytest.approx(open_run(tmp_path / "run").residuals[0], abs=1e-12)
+    with pytest.raises(KeyError, match="lack"):
+        allocate(model, ce, (x, y), {"fc1.weight": before["fc1.weight"]}, after)
