@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import BudgetExceededError
+from .summary import budget_used
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Budget:
         self.residual_sum = residual_sum
 
     def used(self, loss_change: float) -> float:
-        return abs(self.residual_sum) / abs(loss_change) if loss_change else float("nan")
+        return budget_used(self.residual_sum, loss_change)
 
     def check(self, loss_change: float) -> None:
         used = self.used(loss_change)
