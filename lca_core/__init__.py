@@ -6,7 +6,7 @@ The backend-neutral core: numpy only, no deep-learning framework is imported her
 from __future__ import annotations
 
 from ._version import __version__
-from .allocator import Allocator, StepResult
+from .allocator import Allocator
 from .errors import (
     BudgetExceededError,
     EmptyEvaluationSetError,
@@ -25,6 +25,7 @@ from .protocol import Backend, Evaluation, Snapshot
 from .registry import available_backends, create_backend, load_backend
 from .replay import replay
 from .run import Run, open_run
+from .step import StepResult
 from .summary import Summary
 from .tracker import Allocation, Tracker, allocate
 

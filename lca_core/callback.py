@@ -12,8 +12,8 @@ import os
 import warnings
 from typing import Any, ClassVar
 
-from .allocator import StepResult
 from .contract import renamed, resolve_options
+from .step import StepResult
 from .summary import Summary
 from .tracker import Tracker
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from .errors import UnknownOptionError
+from .quadrature import check_rule, initial_panels
 
 DEFAULT_RULE = "simpson"
 DEFAULT_TOL = 1e-3
@@ -121,6 +122,34 @@ def resolve_options(
             f"every must be a positive number of optimizer steps, not {out['every']!r}"
         )
     return out
+
+
+def check_allocation(
+    backend: Any,
+    store: Any,
+    rule: str,
+    tol: float,
+    max_panels: int,
+    per_class: bool,
+    validation: bool,
+    record_only: bool,
+) -> None:
+    """Refuse allocation options that cannot work with this backend, before any pass."""
+    check_rule(rule)
+    if tol <= 0 or max_panels < initial_panels(rule):
+        raise ValueError(
+            f"tol must be > 0 and max_panels ≥ {initial_panels(rule)} for {rule}; "
+            f"got tol={tol}, max_panels={max_panels}"
+        )
+    if per_class and not backend.num_classes:
+        raise ValueError(
+            "per_class=True needs a backend that knows the classes of its evaluation set "
+            "(give it labelled classification data)"
+        )
+    if validation and "val" not in backend.splits:
+        raise ValueError("validation=True needs a backend built with validation data")
+    if record_only and store is None:
+        raise ValueError("record_only=True needs a store directory to record θ_t into")
 
 
 def renamed(kwargs: dict[str, Any], owner: str) -> dict[str, Any]:

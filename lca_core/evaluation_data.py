@@ -28,6 +28,16 @@ def check_evaluation_data(
     return x, y
 
 
+def array_sets(
+    data: tuple[Any, Any], val_data: tuple[Any, Any] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The evaluation sets by split as checked host arrays: "train", and "val" when given."""
+    sets = {"train": check_evaluation_data(data, "evaluation")}
+    if val_data is not None:
+        sets["val"] = check_evaluation_data(val_data, "validation")
+    return sets
+
+
 def infer_num_classes(labels: Any) -> int | None:
     """Classes of integer class labels (max + 1); None for anything else (regression,
     one-hot targets)."""
@@ -39,12 +49,13 @@ def infer_num_classes(labels: Any) -> int | None:
 
 class PaddedChunks(NamedTuple):
     """(chunks, B, ...) inputs and targets, (chunks, B) weights (1/N, 0 for padding) and
-    the group (class) of each chunk."""
+    the group (class) of each chunk, out of ``groups``."""
 
     xs: np.ndarray
     ys: np.ndarray
     ws: np.ndarray
     group: np.ndarray
+    groups: int
 
 
 def pad_chunks(
@@ -71,4 +82,5 @@ def pad_chunks(
         np.concatenate(ys),
         np.concatenate(ws).astype(np.float32),
         np.concatenate(gs),
+        groups,
     )

@@ -12,19 +12,20 @@ Two forms:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from .evaluation_data import check_evaluation_data, infer_num_classes
+from .backend_kit import BackendBase
+from .evaluation_data import array_sets
 from .layout import Layout
 from .protocol import Evaluation, Snapshot
 
 LossAndGrad = Callable[..., tuple[float, np.ndarray]]
 
 
-class FunctionBackend:
+class FunctionBackend(BackendBase):
     """Evaluates a user's ``loss_and_grad`` at flat float64 parameter vectors."""
 
     @classmethod
@@ -51,40 +52,33 @@ class FunctionBackend:
         self.params = theta
         self._fn = loss_and_grad
         self._per_class_fn = per_class
-        self._data = check_evaluation_data(data, "evaluation") if data is not None else None
-        self._val = check_evaluation_data(val_data, "validation") if val_data is not None else None
-        if self._data is not None and num_classes is None:
-            num_classes = infer_num_classes(self._data[1])
-        self.num_classes = num_classes if (self._data is not None or per_class) else None
-        self.splits = ("train", "val") if self._val is not None else ("train",)
+        self._has_data = data is not None
+        if data is not None:
+            sets = array_sets(data, val_data)
+            self.hold_sets(sets, sets["train"][1], num_classes)
+        elif per_class is not None:
+            self.num_classes = num_classes
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.params.copy())
 
     def policy(self) -> dict[str, Any]:
-        return {"kind": "function", "data": self._data is not None}
+        return {"kind": "function", "data": self._has_data}
 
-    def evaluate(
-        self,
-        thetas: Sequence[np.ndarray],
-        *,
-        state: Any = None,
-        split: str = "train",
-        per_class: bool = False,
+    def evaluate_split(
+        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
         return [self._evaluate_one(np.asarray(t, np.float64), split, per_class) for t in thetas]
 
     def _evaluate_one(self, theta: np.ndarray, split: str, per_class: bool) -> Evaluation:
-        if self._data is None:
-            if split != "train":
-                raise ValueError("this FunctionBackend has no validation data")
+        if not self._has_data:
             loss, grad = self._fn(theta)
             ev = Evaluation(float(loss), np.asarray(grad, dtype=np.float64))
             if per_class and self._per_class_fn is not None:
                 cl, cg = self._per_class_fn(theta)
                 ev.class_losses, ev.class_grads = np.asarray(cl, float), np.asarray(cg, float)
             return ev
-        x, y = self._data if split == "train" else self._val  # type: ignore[misc]
+        x, y = self.sets[split]
         if not per_class:
             loss, grad = self._fn(theta, x, y)
             return Evaluation(float(loss), np.asarray(grad, dtype=np.float64))
@@ -98,6 +92,4 @@ class FunctionBackend:
                 lc, gc = self._fn(theta, x[mask], y[mask])
                 w = mask.sum() / len(y)
                 class_losses[c], class_grads[c] = w * lc, w * np.asarray(gc, np.float64)
-        return Evaluation(
-            float(class_losses.sum()), class_grads.sum(axis=0), class_losses, class_grads
-        )
+        return Evaluation.from_groups(class_losses, class_grads, per_class=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .contract import DEFAULT_BUDGET
 from .layout import Layout
-from .store import POINT_ARRAYS, _open_group, _read_commit
+from .store import POINT_ARRAYS, open_group, read_commit
 from .summary import Summary, summarize
 
 
@@ -25,8 +25,8 @@ class Run:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._group, self._meta = _open_group(self.path, "r")
-        counters = _read_commit(self._group)
+        self._group, self._meta = open_group(self.path, "r")
+        counters = read_commit(self._group)
         #: number of steps with committed LCA
         self.steps = counters.get("lca", 0)
         self._lca_started = bool(counters.get("lca_started", 0))

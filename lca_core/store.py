@@ -106,16 +106,16 @@ def array_specs(
     return specs
 
 
-def _read_commit(group: zarr.Group) -> dict[str, int]:
+def read_commit(group: zarr.Group) -> dict[str, int]:
     return {k: int(v) for k, v in dict(group.attrs.get(COMMIT_KEY, {})).items()}
 
 
-def _write_commit(group: zarr.Group, counters: Mapping[str, int]) -> None:
+def write_commit(group: zarr.Group, counters: Mapping[str, int]) -> None:
     # zarr's local store replaces zarr.json atomically, so a kill leaves old or new counters
     group.update_attributes({COMMIT_KEY: dict(counters)})
 
 
-def _open_group(path: Path, mode: str) -> tuple[zarr.Group, dict[str, Any]]:
+def open_group(path: Path, mode: str) -> tuple[zarr.Group, dict[str, Any]]:
     """Open a run's group and check it is an lca run of a format we can read."""
     if not (path / "zarr.json").is_file():
         raise NotARunError(
@@ -208,7 +208,7 @@ class RunWriter:
         )
 
     def _reopen(self, specs: list[ArraySpec], attrs: Mapping[str, Any]) -> None:
-        self.group, meta = _open_group(self.path, "r+")
+        self.group, meta = open_group(self.path, "r+")
         stored = Layout.from_list(meta["layout"])
         if stored != self.layout:
             raise LayoutMismatchError(
@@ -217,7 +217,7 @@ class RunWriter:
                 f"{self.layout.size} in {len(self.layout.params)}); resume only the same model"
             )
         self.group.attrs["lca"] = {**meta, **attrs}
-        self.counters = _read_commit(self.group)
+        self.counters = read_commit(self.group)
         existing = set(self.group.array_keys())
         for s in specs:
             if s.name not in existing:
@@ -277,8 +277,13 @@ class RunWriter:
         for stream, n in self._uncommitted.items():
             self.counters[stream] += n
         self._uncommitted = {}
-        _write_commit(self.group, self.counters)
+        write_commit(self.group, self.counters)
         self._last_flush = time.monotonic()
+
+    def committed(self, name: str) -> np.ndarray:
+        """The rows of an array committed when the run was opened (what a resume continues
+        from; the writer reads its own run, not through the reader)."""
+        return self.group[name][: self._valid_rows(self.specs[name])]
 
     def update_attrs(self, **values: Any) -> None:
         meta = dict(self.group.attrs["lca"])
@@ -301,4 +306,4 @@ class RunWriter:
 
 def committed_counts(path: str | os.PathLike[str]) -> dict[str, int]:
     """The committed row counters of a run (what survives a crash)."""
-    return _read_commit(_open_group(Path(path), "r")[0])
+    return read_commit(open_group(Path(path), "r")[0])

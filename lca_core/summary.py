@@ -10,9 +10,12 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .step import StepResult
 
 
 def shares(counts: np.ndarray) -> tuple[float, float, float, float]:
@@ -174,3 +177,51 @@ def summarize(
         gradient_passes=gradient_passes,
         recorded_steps=recorded_steps,
     )
+
+
+class RunningSummary:
+    """The summary of a run as it is allocated: per-step scalars and per-layer totals only,
+    so memory does not grow with K; a resumed run continues from its committed rows."""
+
+    def __init__(self, layers: tuple[str, ...] | list[str], budget: float) -> None:
+        self.layers, self.budget = list(layers), float(budget)
+        self.losses: list[float] = []
+        self.residuals: list[float] = []
+        self.drift: list[float] = []
+        self.converged: list[bool] = []
+        self.layer_lca = np.zeros(len(self.layers))
+        self.layer_counts = np.zeros((len(self.layers), 3), dtype=np.int64)
+
+    def start(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def add(self, r: StepResult) -> None:
+        self.losses.append(r.loss_after)
+        self.residuals.append(r.residual)
+        self.drift.append(r.drift)
+        self.converged.append(r.converged)
+        self.layer_lca += r.layer_lca
+        self.layer_counts += r.layer_counts
+
+    def restore(self, committed: Mapping[str, np.ndarray]) -> None:
+        """Continue from a resumed run's committed steps (its last point is re-evaluated)."""
+        steps = len(committed["residuals"])
+        self.losses = list(committed["losses"][:steps])
+        for name in ("residuals", "drift", "converged"):
+            setattr(self, name, list(committed[name]))
+        self.layer_lca = committed["layer_lca"].sum(axis=0)
+        self.layer_counts = committed["layer_counts"].sum(axis=0)
+
+    def summary(self, gradient_passes: int | None = None, recorded_steps: int = 0) -> Summary:
+        return summarize(
+            losses=np.asarray(self.losses),
+            layer_lca=self.layer_lca[None],
+            residuals=np.asarray(self.residuals),
+            drift=np.asarray(self.drift),
+            converged=np.asarray(self.converged, dtype=bool),
+            layer_counts=self.layer_counts[None],
+            layers=self.layers,
+            budget=self.budget,
+            gradient_passes=gradient_passes,
+            recorded_steps=recorded_steps,
+        )

@@ -21,9 +21,10 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from .allocator import Allocator, StepResult
+from .allocator import Allocator
 from .contract import allocator_options, integration, resolve_options
 from .protocol import Backend, Snapshot
+from .step import StepResult
 from .summary import Summary
 
 

@@ -22,11 +22,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
+from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase
 from lca_core.errors import LossShapeError
-from lca_core.evaluation_data import check_evaluation_data, infer_num_classes, pad_chunks
+from lca_core.evaluation_data import PaddedChunks, array_sets
 from lca_core.layout import flat_vector
 
-DEFAULT_EVAL_BATCH = 4096
 DEFAULT_MAX_VMAP = 4
 
 LossFn = Callable[[Any, Any, Any], jax.Array]
@@ -154,18 +154,12 @@ class Chunks(NamedTuple):
     groups: int
 
 
-def make_chunks(
-    x: np.ndarray,
-    y: np.ndarray,
-    batch: int,
-    group_of: np.ndarray | None = None,
-    groups: int = 1,
-    sharding: NamedSharding | None = None,
-) -> Chunks:
-    """The set padded into chunks (class-pure when grouped), put on the device(s)."""
-    padded = pad_chunks(x, y, batch, group_of, groups)
+def make_chunks(padded: PaddedChunks, sharding: NamedSharding | None = None) -> Chunks:
+    """Padded evaluation chunks put on the device(s), sharded along the batch axis."""
     put = (lambda a: jax.device_put(a, sharding)) if sharding is not None else jnp.asarray
-    return Chunks(put(padded.xs), put(padded.ys), put(padded.ws), jnp.asarray(padded.group), groups)
+    return Chunks(
+        put(padded.xs), put(padded.ys), put(padded.ws), jnp.asarray(padded.group), padded.groups
+    )
 
 
 @dataclass(frozen=True)
@@ -198,7 +192,7 @@ def per_example(loss_fn: LossFn, params: Any, x: np.ndarray, y: np.ndarray) -> L
     )
 
 
-class JaxBackend:
+class JaxBackend(BackendBase):
     """LCA backend for a pure ``loss_fn(params, x, y)`` (per-example losses or their mean).
 
     ``params`` fixes the layout (and is the current point until ``self.params`` is set).
@@ -235,13 +229,10 @@ class JaxBackend:
         if len(self.devices) > 1:
             mesh = Mesh(np.array(self.devices), ("data",))
             self._sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
-        self._sets = {"train": check_evaluation_data(data, "evaluation")}
-        if val_data is not None:
-            self._sets["val"] = check_evaluation_data(val_data, "validation")
-        self.splits = tuple(self._sets)
-        self.num_classes = num_classes or infer_num_classes(self._sets["train"][1])
+        sets = array_sets(data, val_data)
+        self.hold_sets(sets, sets["train"][1], num_classes)
         self._chunks: dict[tuple[str, bool], Chunks] = {}
-        self.loss_fn = per_example(loss_fn, params, *self._sets["train"])
+        self.loss_fn = per_example(loss_fn, params, *sets["train"])
 
     def _fit_batch(self, batch: int) -> int:
         """Chunks split evenly over the devices."""
@@ -252,15 +243,8 @@ class JaxBackend:
         """The split's padded chunks on the device(s), built once."""
         key = (split, per_class)
         if key not in self._chunks:
-            x, y = self._sets[split]
-            batch = min(self.batch_size, self._fit_batch(len(x)))
-            if per_class:
-                assert self.num_classes is not None
-                self._chunks[key] = make_chunks(
-                    x, y, batch, y.astype(np.int64), self.num_classes, self._sharding
-                )
-            else:
-                self._chunks[key] = make_chunks(x, y, batch, sharding=self._sharding)
+            batch = min(self.batch_size, self._fit_batch(len(self.sets[split][0])))
+            self._chunks[key] = make_chunks(self.padded(split, per_class, batch), self._sharding)
         return self._chunks[key]
 
     # -- protocol -------------------------------------------------------------------------
@@ -269,7 +253,7 @@ class JaxBackend:
             "framework": "jax",
             "jax_version": jax.__version__,
             "eval_batch_size": self.batch_size,
-            "eval_samples": len(self._sets["train"][0]),
+            "eval_samples": len(self.sets["train"][0]),
             "devices": [str(d) for d in self.devices],
             "reduction": f"Kahan-compensated {self.dtype.name}",
         }
@@ -277,16 +261,9 @@ class JaxBackend:
     def snapshot(self) -> Snapshot:
         return Snapshot(flatten(self.params))
 
-    def evaluate(
-        self,
-        thetas: Sequence[np.ndarray],
-        *,
-        state: Any = None,
-        split: str = "train",
-        per_class: bool = False,
+    def evaluate_split(
+        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
-        if split not in self._sets:
-            raise ValueError("this backend was built without val_data")
         c = self.chunks(split, per_class)
         out: list[Evaluation] = []
         for start in range(0, len(thetas), self.max_vmap):

@@ -9,7 +9,7 @@ restored bit-exactly afterwards; its optimizer and metrics are never touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,18 +18,17 @@ import numpy as np
 import tensorflow as tf
 
 from lca_core import Evaluation, Snapshot
+from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
 from lca_core.errors import LossShapeError
-from lca_core.evaluation_data import check_evaluation_data, infer_num_classes, pad_chunks
+from lca_core.evaluation_data import array_sets
 from lca_core.layout import flat_vector
 
 from .keras_common import layout_of, per_example_loss
 
-BN_POLICIES = ("batch", "running")
-DEFAULT_EVAL_BATCH = 4096
 _BATCHNORM = (keras.layers.BatchNormalization,)
 
 
-class TFBackend:
+class TFBackend(BackendBase):
     """LCA backend for a Keras 3 model on the TensorFlow backend.
 
     ``loss_fn`` defaults to the model's compiled loss. ``bn_policy="batch"`` (default)
@@ -58,13 +57,12 @@ class TFBackend:
                 f"{keras.backend.backend()!r}); use lca_tensorflow.LCACallback, which picks "
                 "the matching backend, or that framework's own lca backend"
             )
-        if bn_policy not in BN_POLICIES:
-            raise ValueError(f"bn_policy must be one of {BN_POLICIES}, not {bn_policy!r}")
         if data is None:
             raise ValueError("give the evaluation data: (inputs, targets)")
         if loss_fn is None:
             loss_fn = getattr(model, "loss", None)
-        self.model, self.bn_policy, self.batch_size = model, bn_policy, int(batch_size)
+        self.model, self.batch_size = model, int(batch_size)
+        self.bn_policy = check_bn_policy(bn_policy)
         self.loss = per_example_loss(loss_fn)
         self.layout = layout_of(model)
         self._vars = list(model.trainable_variables)
@@ -72,11 +70,8 @@ class TFBackend:
         self._bn_layers = [
             layer for layer in model._flatten_layers() if isinstance(layer, _BATCHNORM)
         ]
-        self._sets = {"train": check_evaluation_data(data, "evaluation")}
-        if val_data is not None:
-            self._sets["val"] = check_evaluation_data(val_data, "validation")
-        self.splits = tuple(self._sets)
-        self.num_classes = num_classes or infer_num_classes(self._sets["train"][1])
+        sets = array_sets(data, val_data)
+        self.hold_sets(sets, sets["train"][1], num_classes)
         self._chunks: dict[tuple[str, bool], tuple[tf.Tensor, ...]] = {}
         self._concrete: dict[tuple[str, bool], Any] = {}
         self.traces = 0  # how often the pass was traced (tests check it stays at 1 per shape)
@@ -91,15 +86,8 @@ class TFBackend:
     def _chunked(self, split: str, per_class: bool) -> tuple[tf.Tensor, ...]:
         key = (split, per_class)
         if key not in self._chunks:
-            x, y = self._sets[split]
-            batch = min(self.batch_size, len(x))
-            if per_class:
-                assert self.num_classes is not None
-                arrays = pad_chunks(x, y, batch, y.astype(np.int64), self.num_classes)
-            else:
-                arrays = pad_chunks(x, y, batch)
-            groups = self.num_classes if per_class else 1
-            self._chunks[key] = (*(tf.constant(a) for a in arrays), tf.constant(groups, tf.int32))
+            padded = self.padded(split, per_class, self.batch_size)
+            self._chunks[key] = (*(tf.constant(a) for a in padded[:4]), tf.constant(padded.groups))
         return self._chunks[key]
 
     # -- the compiled pass -----------------------------------------------------------------
@@ -185,7 +173,7 @@ class TFBackend:
             "keras_version": keras.__version__,
             "batchnorm": self.bn_policy if self._bn_layers else None,
             "eval_batch_size": self.batch_size,
-            "eval_samples": len(self._sets["train"][0]),
+            "eval_samples": len(self.sets["train"][0]),
             "dropout": "off",
         }
 
@@ -196,16 +184,9 @@ class TFBackend:
             state = [v.numpy() for v in self._state_vars]
         return Snapshot(theta, state)
 
-    def evaluate(
-        self,
-        thetas: Sequence[np.ndarray],
-        *,
-        state: Any = None,
-        split: str = "train",
-        per_class: bool = False,
+    def evaluate_split(
+        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
-        if split not in self._sets:
-            raise ValueError("this backend was built without val_data")
         args = self._chunked(split, per_class)
         key = (split, per_class)
         out = []

@@ -18,11 +18,9 @@ from torch import nn
 from torch.func import functional_call
 
 from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
+from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
 from lca_core.errors import LossShapeError
-from lca_core.evaluation_data import infer_num_classes
 
-BN_POLICIES = ("batch", "running")
-DEFAULT_EVAL_BATCH = 4096
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
 Chunks = list[tuple[torch.Tensor, torch.Tensor]]
@@ -142,7 +140,7 @@ def chunk_loss(value: torch.Tensor, n: int, total: int) -> torch.Tensor:
     )
 
 
-class TorchBackend:
+class TorchBackend(BackendBase):
     """LCA backend for a ``torch.nn.Module`` and a loss ``loss_fn(output, target)``.
 
     ``loss_fn`` may return the batch mean or each example's loss; chunks are weighted by
@@ -166,24 +164,20 @@ class TorchBackend:
         num_classes: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        if bn_policy not in BN_POLICIES:
-            raise ValueError(f"bn_policy must be one of {BN_POLICIES}, not {bn_policy!r}")
         self.model, self.loss_fn = model, loss_fn
-        self.bn_policy, self.batch_size = bn_policy, int(batch_size)
+        self.bn_policy, self.batch_size = check_bn_policy(bn_policy), int(batch_size)
         self.layout = layout_of(model)
         named = dict(model.named_parameters())
         self._params = [named[p.name] for p in self.layout.params]
         first = self._params[0]
         self.device = torch.device(device) if device is not None else first.device
-        self._chunks = _as_chunks(data, self.batch_size, self.device)
-        self._n = sum(_length(x) for x, _ in self._chunks)
-        self._val = (
-            _as_chunks(val_data, self.batch_size, self.device) if val_data is not None else None
-        )
-        self.splits = ("train", "val") if self._val is not None else ("train",)
-        labelled = all(isinstance(y, torch.Tensor) for _, y in self._chunks)
-        labels = torch.cat([y for _, y in self._chunks]).cpu().numpy() if labelled else None
-        self.num_classes = num_classes or (infer_num_classes(labels) if labelled else None)
+        sets = {"train": _as_chunks(data, self.batch_size, self.device)}
+        if val_data is not None:
+            sets["val"] = _as_chunks(val_data, self.batch_size, self.device)
+        self._n = sum(_length(x) for x, _ in sets["train"])
+        labelled = all(isinstance(y, torch.Tensor) for _, y in sets["train"])
+        labels = torch.cat([y for _, y in sets["train"]]).cpu().numpy() if labelled else None
+        self.hold_sets(sets, labels, num_classes)
         self._by_class: dict[str, list[Chunks]] = {}
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}
@@ -211,19 +205,11 @@ class TorchBackend:
             state = {k: b.detach().clone() for k, b in self.model.named_buffers()}
         return Snapshot(theta.copy(), state)
 
-    def evaluate(
-        self,
-        thetas: Sequence[np.ndarray],
-        *,
-        state: Any = None,
-        split: str = "train",
-        per_class: bool = False,
+    def evaluate_split(
+        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
-        chunks = self._chunks if split == "train" else self._val
-        if chunks is None:
-            raise ValueError("this backend was built without val_data")
         with _evaluation_mode(self.model, self.bn_policy):
-            return [self._evaluate_one(theta, state, chunks, split, per_class) for theta in thetas]
+            return [self._evaluate_one(theta, state, split, per_class) for theta in thetas]
 
     # -- evaluation -----------------------------------------------------------------------
     def _leaves(self, theta: np.ndarray) -> dict[str, torch.Tensor]:
@@ -269,9 +255,9 @@ class TorchBackend:
         return float(loss64), grad64.cpu().numpy()
 
     def _evaluate_one(
-        self, theta: np.ndarray, state: Any, chunks: Chunks, split: str, per_class: bool
+        self, theta: np.ndarray, state: Any, split: str, per_class: bool
     ) -> Evaluation:
-        leaves = self._leaves(theta)
+        leaves, chunks = self._leaves(theta), self.sets[split]
         total = sum(_length(x) for x, _ in chunks)
         if not per_class:
             return Evaluation(*self._pass(leaves, state, chunks, total))
@@ -284,4 +270,4 @@ class TorchBackend:
         for c, class_chunks in enumerate(self._by_class[split]):
             if class_chunks:
                 losses[c], grads[c] = self._pass(leaves, state, class_chunks, total)
-        return Evaluation(float(losses.sum()), grads.sum(axis=0), losses, grads)
+        return Evaluation.from_groups(losses, grads, per_class=True)

@@ -1,0 +1,93 @@
+"""What every framework backend shares, so each one only says how its framework computes.
+
+In the spirit of einops' backends (one small class per framework on a shared base): a
+backend subclasses :class:`BackendBase`, holds its evaluation sets by split with
+:meth:`~BackendBase.hold_sets` and implements :meth:`~BackendBase.evaluate_split`; the base
+refuses a split it was not given or a per-class request without classes, with one message
+everywhere. Backends that do not subclass it still work: the core needs only the
+:class:`~lca_core.protocol.Backend` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .evaluation_data import PaddedChunks, infer_num_classes, pad_chunks
+from .layout import Layout
+from .protocol import Backend, Evaluation, Snapshot
+
+#: how BatchNorm normalises during evaluation: each fixed chunk's statistics, or the
+#: running ones (then their drift between steps is measured and reported)
+BN_POLICIES = ("batch", "running")
+#: examples per evaluation chunk when the user does not say
+DEFAULT_EVAL_BATCH = 4096
+
+
+def check_bn_policy(policy: str) -> str:
+    if policy not in BN_POLICIES:
+        raise ValueError(f"bn_policy must be one of {BN_POLICIES}, not {policy!r}")
+    return policy
+
+
+class BackendBase(Backend):
+    """The shared part of a backend: evaluation sets by split, checked requests."""
+
+    layout: Layout
+    num_classes: int | None = None
+    splits: tuple[str, ...] = ("train",)
+
+    @classmethod
+    def accepts(cls, model: Any, *args: Any) -> bool:
+        return False
+
+    def hold_sets(
+        self, sets: Mapping[str, Any], labels: Any = None, num_classes: int | None = None
+    ) -> None:
+        """Keep the evaluation sets ("train", optionally "val"); the classes are given or
+        inferred from the training set's integer labels."""
+        self.sets = dict(sets)
+        self.splits = tuple(self.sets)
+        self.num_classes = num_classes or (
+            infer_num_classes(labels) if labels is not None else None
+        )
+
+    def padded(self, split: str, per_class: bool, batch: int) -> PaddedChunks:
+        """A held (inputs, targets) split in fixed chunks of ``batch`` (at most the set),
+        class-pure for a per-class pass: what compiled passes (jit, tf.function) scan."""
+        x, y = self.sets[split]
+        batch = min(batch, len(x))
+        if per_class:
+            return pad_chunks(x, y, batch, y.astype(np.int64), self.num_classes or 1)
+        return pad_chunks(x, y, batch)
+
+    def evaluate(
+        self,
+        thetas: Sequence[np.ndarray],
+        *,
+        state: Any = None,
+        split: str = "train",
+        per_class: bool = False,
+    ) -> list[Evaluation]:
+        if split not in self.splits:
+            raise ValueError(
+                f"this backend has no {split!r} evaluation set (it holds {list(self.splits)}); "
+                "build it with val_data= for validation LCA"
+            )
+        if per_class and not self.num_classes:
+            raise ValueError("per-class evaluation needs labelled classification data")
+        return self.evaluate_split(list(thetas), state, split, per_class)
+
+    def evaluate_split(
+        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
+    ) -> list[Evaluation]:
+        """Loss and gradient at each θ over one held split (the framework's work)."""
+        raise NotImplementedError
+
+    def snapshot(self) -> Snapshot:
+        raise NotImplementedError
+
+    def policy(self) -> Mapping[str, Any]:
+        raise NotImplementedError

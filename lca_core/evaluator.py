@@ -1,0 +1,100 @@
+"""Checked evaluation: what the allocator trusts a backend's answer with.
+
+Every evaluation is checked for the gradient's length and for finite values, the first
+point for determinism (a loss that changes between calls cannot be allocated), and every
+pass is counted, so results say what they cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import LayoutMismatchError, NondeterministicLossError, NonFiniteError
+from .protocol import Backend, Evaluation
+from .quadrature import NodeEvaluator
+
+
+class CheckedEvaluator:
+    """A backend's evaluations over the chosen splits, checked and counted."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        splits: tuple[str, ...],
+        *,
+        per_class: bool = False,
+        determinism_rtol: float = 1e-5,
+    ) -> None:
+        self.backend, self.splits, self.per_class = backend, splits, per_class
+        self.size = backend.layout.size
+        self.determinism_rtol = determinism_rtol
+        #: gradient passes made so far (one pass = loss+gradient over one split at one point)
+        self.passes = 0
+
+    def __call__(
+        self, thetas: Sequence[np.ndarray], state: Any, split: str, where: str
+    ) -> list[Evaluation]:
+        evals = self.backend.evaluate(
+            list(thetas), state=state, split=split, per_class=self.per_class
+        )
+        self.passes += len(thetas)
+        for ev in evals:
+            grad = np.asarray(ev.grad)
+            if grad.shape != (self.size,):
+                raise LayoutMismatchError(
+                    f"the backend returned a gradient of shape {grad.shape} for {where}; the "
+                    f"layout has {self.size} parameters"
+                )
+            if not np.isfinite(ev.loss) or not np.all(np.isfinite(grad)):
+                what = "loss" if not np.isfinite(ev.loss) else "gradient"
+                raise NonFiniteError(
+                    f"the {split} {what} is NaN or infinite at {where}: training has diverged "
+                    "or the loss takes log(0). Lower the learning rate, clip gradients, or "
+                    "use a numerically stable loss (e.g. cross-entropy on logits)."
+                )
+        return evals
+
+    def point(
+        self, theta: np.ndarray, state: Any, where: str, *, check_determinism: bool = False
+    ) -> dict[str, Evaluation]:
+        """Every split at one point; optionally proving the training loss deterministic."""
+        if check_determinism:
+            train = self._deterministic(theta, state, where)
+        else:
+            (train,) = self([theta], state, "train", where)
+        others = {s: self([theta], state, s, where)[0] for s in self.splits if s != "train"}
+        return {"train": train, **others}
+
+    def along(self, theta0: np.ndarray, delta: np.ndarray, state: Any, where: str) -> NodeEvaluator:
+        """The points θ_0 + sΔ as the integrator asks for them, every split."""
+
+        def evaluate(nodes: Sequence[float]) -> dict[str, list[Evaluation]]:
+            points = [theta0 + s * delta for s in nodes]
+            return {split: self(points, state, split, where) for split in self.splits}
+
+        return evaluate
+
+    def _deterministic(self, theta: np.ndarray, state: Any, where: str) -> Evaluation:
+        """Evaluate θ three times — twice in one call (a backend that restores the RNG
+        state between calls cannot hide a stochastic loss) and once alone (nor can one that
+        vectorises a call's points) — and refuse a loss that is not pure."""
+        first, again = self([theta, theta], state, "train", f"{where} (twice)")
+        (alone,) = self([theta], state, "train", f"{where} (again)")
+        rtol = self.determinism_rtol
+        for other in (again, alone):
+            loss_ok = abs(other.loss - first.loss) <= rtol * max(abs(first.loss), 1e-12)
+            scale = np.linalg.norm(first.grad)
+            grad_ok = np.linalg.norm(other.grad - first.grad) <= rtol * max(scale, 1e-12)
+            if not (loss_ok and grad_ok):
+                raise NondeterministicLossError(
+                    "evaluating the loss several times at the same parameters gave different "
+                    f"results (loss {first.loss!r} vs {other.loss!r}); LCA needs the loss to "
+                    "be a pure function of the parameters. Usual causes: dropout left on, "
+                    "BatchNorm in train mode updating running statistics, data augmentation, "
+                    "an evaluation set that is shuffled, or a host callback. Evaluate with "
+                    "dropout off, no augmentation and a fixed, unshuffled evaluation set."
+                )
+        return first

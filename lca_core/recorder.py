@@ -1,0 +1,129 @@
+"""The run on disk as the allocator writes it: schema, rows, resume, record-only.
+
+The allocator hands over evaluations and step results; this module decides what they
+become in the store (DESIGN §3), so no integration writes the store itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .protocol import Backend, Evaluation
+from .step import StepResult
+from .store import RunWriter, array_specs
+
+#: the step arrays a resumed run's running summary continues from
+SUMMARY_ARRAYS = ("losses", "residuals", "drift", "converged", "layer_lca", "layer_counts")
+
+
+class Recorder:
+    """Writes one run: the allocation results per step and, when asked (or in a record-only
+    run, alone), the trajectory θ_t. ``config`` is the allocator's, stored in the run."""
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        backend: Backend,
+        config: Mapping[str, Any],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        self.record_only = bool(config["record_only"])
+        self.per_class, self.validation = bool(config["per_class"]), bool(config["validation"])
+        self.store_params, self.store_grads = config["store_params"], config["store_grads"]
+        self.store_trajectory = bool(config["store_trajectory"])
+        num_classes = backend.num_classes if self.per_class else None
+        specs = array_specs(
+            backend.layout,
+            num_classes=num_classes,
+            validation=self.validation,
+            store_params=self.store_params,
+            store_trajectory=self.store_trajectory,
+            store_grads=self.store_grads,
+            lca=not self.record_only,
+        )
+        attrs = {
+            "config": dict(config),
+            "policy": dict(backend.policy()),
+            "backend": type(backend).__name__,
+            "metadata": dict(metadata or {}),
+            "num_classes": num_classes,
+        }
+        can_resume = resume and os.path.isdir(store) and any(os.scandir(store))
+        mode = "a" if can_resume else "w"
+        self.writer = RunWriter(
+            store, backend.layout, specs, attrs=attrs, mode=mode, overwrite=overwrite
+        )
+
+    @property
+    def steps(self) -> int:
+        """Steps the run holds (recorded ones in a record-only run): where it continues."""
+        return self.writer.recorded if self.record_only else self.writer.steps
+
+    def committed(self) -> dict[str, np.ndarray] | None:
+        """A resumed run's committed summary arrays (None when it has no allocated step)."""
+        if self.record_only or not self.writer.steps:
+            return None
+        return {name: self.writer.committed(name) for name in SUMMARY_ARRAYS}
+
+    def start(self, theta: np.ndarray, evals: Mapping[str, Evaluation] | None) -> None:
+        """The point the run starts (or resumes) from."""
+        if evals is not None:
+            self.writer.start("lca", self._point_row(evals))
+        if self.store_trajectory:
+            self.writer.start("trajectory", {"theta": theta})
+
+    def append(
+        self,
+        theta: np.ndarray,
+        evals: Mapping[str, Evaluation] | None = None,
+        result: StepResult | None = None,
+    ) -> None:
+        """One step: its allocation (unless record-only) and the point it ends at."""
+        if result is not None and evals is not None:
+            self.writer.append("lca", self._step_row(result), self._point_row(evals))
+        if self.store_trajectory:
+            self.writer.append("trajectory", {}, {"theta": theta})
+
+    def _point_row(self, evals: Mapping[str, Evaluation]) -> dict[str, Any]:
+        ev = evals["train"]
+        row: dict[str, Any] = {"losses": np.float64(ev.loss)}
+        if self.per_class:
+            row["class_losses"] = ev.class_losses
+        if self.validation:
+            row["val_losses"] = np.float64(evals["val"].loss)
+        if self.store_grads:
+            row["grads"] = ev.grad
+        return row
+
+    def _step_row(self, r: StepResult) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "step_index": r.step,
+            "residuals": r.residual,
+            "drift": r.drift,
+            "panels": r.panels,
+            "converged": r.converged,
+            "layer_lca": r.layer_lca,
+            "layer_counts": r.layer_counts,
+        }
+        if self.store_params:
+            row["param_lca"] = r.lca
+        if r.class_lca is not None:
+            row["class_layer_lca"] = self.writer.layout.reduce_by_layer(r.class_lca)
+        if r.val_residual is not None:
+            row["val_residuals"] = r.val_residual
+            row["val_layer_lca"] = r.val_layer_lca
+        return row
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self, gradient_passes: int) -> None:
+        self.writer.update_attrs(gradient_passes=gradient_passes)
+        self.writer.close()
