@@ -2,8 +2,8 @@
 ``Trainer``): one signature, options checked when the callback is made (not at the first
 batch), a framework :class:`~lca_core.Tracker` built when fit starts, one summary.
 
-A framework's callback inherits its framework's callback class and this mixin, and calls
-``begin``/``end`` of ``self.tracker`` around each optimizer step.
+A framework's callback inherits this base first and its framework's callback class second,
+and calls ``begin``/``end`` of ``self.tracker`` around each optimizer step.
 """
 
 from __future__ import annotations
@@ -24,14 +24,16 @@ class LCACallbackBase:
     #: the framework's own options and their defaults (set by ``contract.integration``)
     framework_options: ClassVar[dict[str, Any]] = {}
 
-    def _init_lca(
+    def __init__(
         self,
-        data: Any,
-        store: str | os.PathLike[str] | None,
-        loss_fn: Any,
-        legacy: tuple[Any, ...],
-        options: dict[str, Any],
+        data: Any = None,
+        store: str | os.PathLike[str] | None = None,
+        *legacy: Any,
+        loss_fn: Any = None,
+        **options: Any,
     ) -> None:
+        super().__init__()  # the framework's callback class
+        self.check_framework()
         owner = f"{type(self).__module__.split('.')[0]}.LCACallback"
         if legacy or (callable(data) and store is not None and not _is_path(store)):
             # 0.1's Lightning order: LCACallback(loss_fn, eval_data, store)
@@ -53,6 +55,9 @@ class LCACallbackBase:
         self.data, self.loss_fn = data, loss_fn
         self.tracker: Tracker | None = None
         self._summary: Summary | None = None
+
+    def check_framework(self) -> None:
+        """Refuse a framework setup the callback cannot serve, when it is made (not in fit)."""
 
     @property
     def last(self) -> StepResult | None:

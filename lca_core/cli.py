@@ -108,8 +108,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Every analysis the run has data for, as a table; everything as JSON on request."""
-    from .analysis import analyze, to_jsonable
-    from .analysis.text import format_analysis
+    from .analysis import analyze, format_analysis, to_jsonable
     from .run import open_run
 
     results = analyze(open_run(args.run), seed=args.seed)

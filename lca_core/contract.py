@@ -10,6 +10,7 @@ and defaulted here; a framework adds options only where its concept exists (``bn
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import warnings
 from collections.abc import Callable, Mapping
@@ -91,6 +92,12 @@ ALLOCATOR_OPTIONS = (
 T = TypeVar("T")
 
 
+def _deprecated(message: str) -> None:
+    """A 0.1 spelling that still works for one release; the warning points at the caller's
+    call of the tracker or callback (two frames above the helper that calls this)."""
+    warnings.warn(message, DeprecationWarning, stacklevel=4)
+
+
 def resolve_options(
     options: Mapping[str, Any], owner: str, framework: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -103,11 +110,7 @@ def resolve_options(
     out = {**OPTIONS, **framework}
     for name, value in options.items():
         if name in IMPLIED:
-            warnings.warn(
-                f"{owner}: {name}= is deprecated and ignored; {IMPLIED[name]}",
-                DeprecationWarning,
-                stacklevel=3,
-            )
+            _deprecated(f"{owner}: {name}= is deprecated and ignored; {IMPLIED[name]}")
             continue
         if name not in out:
             close = difflib.get_close_matches(name, list(out), n=1)
@@ -156,10 +159,8 @@ def renamed(kwargs: dict[str, Any], owner: str) -> dict[str, Any]:
     """Move 0.1 argument names (``eval_data``) to their new names, with a warning."""
     for old, new in RENAMED.items():
         if old in kwargs:
-            warnings.warn(
-                f"{owner}: {old}= is deprecated, use {new}= (the same name in every framework)",
-                DeprecationWarning,
-                stacklevel=3,
+            _deprecated(
+                f"{owner}: {old}= is deprecated, use {new}= (the same name in every framework)"
             )
             if kwargs.get(new) is not None:
                 raise TypeError(f"{owner} got both {old}= and {new}=; pass {new}= only")
@@ -178,7 +179,7 @@ def integration(**framework_options: Any) -> Callable[[type[T]], type[T]]:
     framework's) so introspection and ``help()`` show every option and its default."""
 
     def stamp(cls: type[T]) -> type[T]:
-        init = cls.__init__
+        init = cls.__init__  # type: ignore[misc]
         sig = inspect.signature(init)
         fixed = [
             p for p in sig.parameters.values() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
@@ -189,7 +190,15 @@ def integration(**framework_options: Any) -> Callable[[type[T]], type[T]]:
             for name, default in {**OPTIONS, **framework_options}.items()
             if name not in taken
         ]
-        init.__signature__ = sig.replace(parameters=fixed + extra)  # type: ignore[attr-defined]
+
+        # a function of this class's own: classes sharing an inherited __init__ differ in
+        # their framework options, so each gets its own signature
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+
+        __init__.__signature__ = sig.replace(parameters=fixed + extra)  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[misc]
         cls.framework_options = dict(framework_options)  # type: ignore[attr-defined]
         return cls
 

@@ -3,7 +3,7 @@
 An MNIST-FC-shaped MLP (the paper's 784-100-50-10, here 64-100-50-10 on scikit-learn's
 bundled 8×8 digits) starts from the same weights, sees the same batches in the same order
 and writes the same run layout (layers ``fc1``…``fc3``), whichever backend trains it. A
-backend's ``demo`` module provides ``train(args, data, weights, batches) -> Summary``.
+backend's ``demo`` module provides ``train(experiment: Experiment) -> Summary``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import importlib
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -125,6 +126,33 @@ def demo_module(backend: str) -> Any:
         raise LCAError(f"the {backend!r} backend ships no demo ({exc})") from exc
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """What a backend's demo ``train`` gets: the same in every framework."""
+
+    args: argparse.Namespace
+    data: DigitsSplit
+    weights: dict[str, tuple[np.ndarray, np.ndarray]]
+    batches: Iterator[np.ndarray]
+
+    @property
+    def lr(self) -> float:
+        return learning_rate(self.args)
+
+    @property
+    def adam(self) -> bool:
+        """Adam (else SGD with momentum 0.9)."""
+        return bool(self.args.optimizer == "adam")
+
+    @property
+    def out(self) -> str:
+        return str(self.args.out)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return tracker_options(self.args)
+
+
 def run(args: argparse.Namespace, train: Callable[..., Summary] | None = None) -> int:
     """Train with the chosen backend, print the summary, write the report beside the run."""
     from .report import write_report
@@ -135,10 +163,12 @@ def run(args: argparse.Namespace, train: Callable[..., Summary] | None = None) -
     prepare_out(out)
     data = digits_split(args.seed)
     summary = train(
-        args,
-        data,
-        initial_weights(args.seed),
-        batches(len(data.x), args.batch_size, args.steps, args.seed),
+        Experiment(
+            args,
+            data,
+            initial_weights(args.seed),
+            batches(len(data.x), args.batch_size, args.steps, args.seed),
+        )
     )
     print(f"\nLCA of {summary.steps} steps ({args.backend}) written to {out}\n")
     print(summary)

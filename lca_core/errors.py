@@ -45,3 +45,7 @@ class UnknownOptionError(LCAError, TypeError):
 
 class LossShapeError(LCAError, ValueError):
     """A loss function returned neither a batch mean nor one loss per example."""
+
+
+class InsufficientDataError(LCAError, ValueError):
+    """A run has the arrays an analysis needs but not enough in them (e.g. one layer)."""

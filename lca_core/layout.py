@@ -181,10 +181,23 @@ class Layout:
         return cls(tuple(ParamSpec.from_dict(d) for d in items))
 
 
+def common_dtype(dtypes: Iterable[Any]) -> np.dtype:
+    """The one dtype of θ: the parameters' own when they share one, else float64 (which
+    holds every narrower float exactly). The one definition, used by snapshots and store."""
+    unique = {np.dtype(d) for d in dtypes}
+    return unique.pop() if len(unique) == 1 else np.dtype(np.float64)
+
+
 def flat_vector(arrays: Iterable[Any]) -> np.ndarray:
-    """Arrays raveled and concatenated in their own dtype (float64 when they differ, which
-    holds every narrower float exactly): θ as the model holds it."""
+    """Arrays raveled and concatenated in their :func:`common_dtype`: θ as the model holds it."""
     parts = [np.asarray(a).ravel() for a in arrays]
-    dtypes = {p.dtype for p in parts}
-    dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float64)
+    dtype = common_dtype(p.dtype for p in parts)
     return np.concatenate([p.astype(dtype, copy=False) for p in parts])
+
+
+def sign_counts(lca: np.ndarray, layout: Layout) -> np.ndarray:
+    """(…, K) allocations → (…, layers, 3) parameters that helped (A < 0), hurt (A > 0) and
+    were zero: the one definition of the counts behind every helped / hurt share."""
+    helped, hurt = layout.reduce_by_layer(np.stack([lca < 0, lca > 0]).astype(np.int64))
+    sizes = layout.reduce_by_layer(np.ones(layout.size, dtype=np.int64))
+    return np.stack([helped, hurt, sizes - helped - hurt], axis=-1)

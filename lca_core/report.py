@@ -7,123 +7,41 @@ import html
 import io
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from . import plot
 from ._version import __version__
-from .analysis import analyze
+from .analysis import ANALYSES, Analysis, FigureSpec, analyze
 from .run import Run, open_run
 
-CAPTIONS = {
-    "reconstruction": (
-        "Loss reconstruction",
-        "The black line is the true loss on the evaluation set; the dashed green line starts "
-        "at the first loss and adds every step's allocations. If they overlap, the "
-        "allocations account for the whole loss change. Below: each step's residual "
-        "(ΔL − Σ LCA) with the tolerance as dotted lines.",
-    ),
-    "helping_over_loss": (
-        "Who helped each step (paper Fig 3a)",
-        "For each step, the share of parameters whose allocation was negative (helped, "
-        "green), exactly zero (grey) or positive (hurt, red), with the loss on the right axis. "
-        "The paper finds barely more than half of the moving parameters help on a step.",
-    ),
-    "layer_curves": (
-        "LCA per layer over training",
-        "Each layer's summed allocation per step: downward spikes are the moments a layer "
-        "learned the most; values above zero mean the layer's motion raised the loss.",
-    ),
-    "layer_totals": (
-        "Total LCA per layer (paper Fig 4)",
-        "Each layer's allocations summed over training. Bars below zero: the layer lowered the "
-        "loss; a bar above zero means the layer hurt overall (the paper finds this for the "
-        "last layer of some networks).",
-    ),
-    "helping_per_layer": (
-        "Helping per layer (paper Fig 3c)",
-        "Share of (parameter, step) pairs that helped in each layer, over all pairs and over "
-        "the nonzero ones; the dotted line is 50 %.",
-    ),
-    "distribution": (
-        "Distribution of LCA values (paper Fig 3b)",
-        "How many (parameter, step) allocations fall at each magnitude, helping on the left, "
-        "hurting on the right, zeros excluded. Both sides are heavy-tailed: a few large "
-        "allocations carry much of the change.",
-    ),
-    "parameter_helping": (
-        "How often each parameter helped (paper Fig 3d)",
-        "For each parameter, the share of the steps it moved on in which it helped. A peak "
-        "near 50 % means parameters help and hurt almost equally often.",
-    ),
-    "synchronization": (
-        "Moments of learning (paper Fig 6)",
-        "Ticks mark each layer's top moments (the deepest local minima of its per-step LCA). "
-        "Red columns are steps where every layer has a moment at once; the title compares "
-        "their number with a baseline where each layer is shifted by up to ±2 steps.",
-    ),
-    "class_synchronization": (
-        "Moments of learning per class",
-        "As above, for the summed LCA of each class: do the classes learn at the same steps?",
-    ),
-    "heatmaps": (
-        "Per-parameter LCA, animated (paper Fig 2)",
-        "Every weight of every layer, frame by frame: green helped, red hurt, white did not "
-        "change the loss. Convolution kernels are tiled by output (rows) × input channel "
-        "(columns).",
-    ),
-}
+#: every figure of the report, in order: (analysis, figure) from the registry
+FIGURES = [(a, f) for a in ANALYSES for f in a.figures]
 
 
-def _png(fig: Figure) -> str:
+def _data_url(image: Figure | bytes) -> str:
+    if isinstance(image, bytes):
+        return "data:image/gif;base64," + base64.b64encode(image).decode()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    image.savefig(buf, format="png", dpi=90)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _gif(run: Run, frames: int) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = plot.animate_lca(
-            run, Path(tmp) / "lca.gif", plot.frame_steps(run, max_frames=frames), dpi=70
-        )
-        return "data:image/gif;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-def _figures(run: Run, results: dict[str, Any], frames: int) -> dict[str, Callable[[], str]]:
-    """Each figure as a function returning its data URL (so a failure is contained)."""
-
-    def ok(key: str) -> Any:
-        value = results.get(key)
-        if isinstance(value, dict) and "unavailable" in value:
-            raise LookupError(value["unavailable"])
-        return value
-
-    def per_class_sync() -> str:
-        per_class = run.array("class_layer_lca").sum(axis=2)  # (T, C)
-        from .analysis import synchronization
-
-        sync = synchronization(per_class, [f"class {c}" for c in range(per_class.shape[1])])
-        return _png(plot.plot_synchronization(sync, run.steps, "Moments of learning per class"))
-
-    return {
-        "reconstruction": lambda: _png(plot.plot_loss_reconstruction(run)),
-        "helping_over_loss": lambda: _png(plot.plot_helping_over_loss(ok("helping"), run.losses)),
-        "layer_curves": lambda: _png(plot.plot_layer_curves(run)),
-        "layer_totals": lambda: _png(plot.plot_layer_totals(run)),
-        "helping_per_layer": lambda: _png(plot.plot_helping_per_layer(ok("helping"))),
-        "distribution": lambda: _png(plot.plot_lca_distribution(run)),
-        "parameter_helping": lambda: _png(plot.plot_parameter_helping(ok("parameter_helping"))),
-        "synchronization": lambda: _png(
-            plot.plot_synchronization(ok("synchronization"), run.steps)
-        ),
-        "class_synchronization": per_class_sync,
-        "heatmaps": lambda: _gif(run, frames),
-    }
+def _figure(
+    run: Run, results: dict[str, Any], analysis: Analysis, spec: FigureSpec, frames: int
+) -> str:
+    """One figure's body: the image, or why the run cannot have it."""
+    result = results.get(analysis.key)
+    reason = analysis.missing(run)
+    if isinstance(result, dict) and "unavailable" in result:
+        reason = result["unavailable"]
+    if reason is not None:
+        return f'<p class="missing">Not available: {html.escape(reason)}</p>'
+    return (
+        f'<img alt="{html.escape(spec.title)}" src="{_data_url(spec.draw(run, result, frames))}">'
+    )
 
 
 def _table(rows: list[tuple[str, str, str]]) -> str:
@@ -151,17 +69,12 @@ def render_report(run: Run, *, frames: int = 24, progress: bool = True, seed: in
     """The report as one HTML string."""
     results = analyze(run, seed=seed)
     summary = results["summary"]
-    figures = _figures(run, results, frames)
     sections = []
-    for key, make in tqdm(figures.items(), desc="report", disable=not progress, leave=False):
-        title, caption = CAPTIONS[key]
-        try:
-            body = f'<img alt="{html.escape(title)}" src="{make()}">'
-        except (LookupError, ValueError) as exc:
-            body = f'<p class="missing">Not available: {html.escape(str(exc).strip(chr(39)))}</p>'
+    for analysis, spec in tqdm(FIGURES, desc="report", disable=not progress, leave=False):
         sections.append(
-            f'<figure id="{key}"><h2>{html.escape(title)}</h2>{body}'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            f'<figure id="{spec.key}"><h2>{html.escape(spec.title)}</h2>'
+            f"{_figure(run, results, analysis, spec, frames)}"
+            f"<figcaption>{html.escape(spec.caption)}</figcaption></figure>"
         )
     layers = "".join(
         f'<tr><th>{html.escape(n)}</th><td class="{"help" if v < 0 else "hurt"}">{v:+.6f}</td></tr>'

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layout import Layout
+from .layout import Layout, sign_counts
 from .protocol import Evaluation
 from .quadrature import PathIntegral
 from .summary import shares
@@ -51,10 +51,6 @@ def step_result(
     """The step's allocation from its path integral; converged when every split's
     residual is within ``tol``."""
     lca = delta * integral.grads["train"].value()
-    # one reduction for the sums and both sign counts (counts are exact in float64)
-    layer_lca, helped, hurt = layout.reduce_by_layer(np.stack([lca, lca < 0, lca > 0]))
-    sizes = layout.reduce_by_layer(np.ones(layout.size))
-    counts = np.stack([helped, hurt, sizes - helped - hurt], axis=-1).astype(np.int64)
     class_sum = integral.class_grads["train"]
     val = integral.grads.get("val")
     return StepResult(
@@ -67,8 +63,8 @@ def step_result(
         panels=integral.panels,
         converged=max(abs(r) for r in integral.residuals.values()) <= tol,
         gradient_passes=gradient_passes,
-        layer_lca=layer_lca,
-        layer_counts=counts,
+        layer_lca=layout.reduce_by_layer(lca),
+        layer_counts=sign_counts(lca, layout),
         class_lca=delta * class_sum.value() if class_sum is not None else None,
         val_residual=integral.residuals["val"] if val is not None else None,
         val_layer_lca=layout.reduce_by_layer(delta * val.value()) if val is not None else None,

@@ -22,7 +22,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from .errors import FormatVersionError, LayoutMismatchError, NotARunError
-from .layout import Layout
+from .layout import Layout, common_dtype
 
 FORMAT = "lca-run"
 FORMAT_VERSION = 1
@@ -58,8 +58,7 @@ class ArraySpec:
 
 def trajectory_dtype(layout: Layout) -> str:
     """θ is stored in the parameters' own dtype (float64 when they differ: exact for all)."""
-    dtypes = {p.dtype for p in layout.params}
-    return dtypes.pop() if len(dtypes) == 1 else "float64"
+    return common_dtype(p.dtype for p in layout.params).name
 
 
 def array_specs(

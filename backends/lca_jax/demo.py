@@ -3,8 +3,6 @@ function, trained with optax, tracked with ``lca_jax.Tracker``."""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -12,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lca_core.demo import LAYERS, DigitsSplit, learning_rate, tracker_options
+from lca_core.demo import LAYERS, Experiment
 from lca_core.summary import Summary
 
 from .tracker import Tracker
@@ -31,17 +29,14 @@ def loss_fn(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y)
 
 
-def train(
-    args: argparse.Namespace,
-    data: DigitsSplit,
-    weights: dict[str, tuple[np.ndarray, np.ndarray]],
-    batches: Iterator[np.ndarray],
-) -> Summary:
+def train(exp: Experiment) -> Summary:
+    """The demo with optax and ``tracker.update(params, new_params)``."""
+    data = exp.data
     params = {
-        name: {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)} for name, (k, b) in weights.items()
+        name: {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)}
+        for name, (k, b) in exp.weights.items()
     }
-    lr = learning_rate(args)
-    optimizer = optax.adam(lr) if args.optimizer == "adam" else optax.sgd(lr, momentum=0.9)
+    optimizer = optax.adam(exp.lr) if exp.adam else optax.sgd(exp.lr, momentum=0.9)
     opt_state = optimizer.init(params)
     y = data.y.astype(np.int32)
 
@@ -52,8 +47,8 @@ def train(
         return optax.apply_updates(params, updates), opt_state
 
     val = (data.xv, data.yv.astype(np.int32))
-    tracker = Tracker(loss_fn, params, (data.x, y), args.out, val_data=val, **tracker_options(args))
-    for idx in batches:
+    tracker = Tracker(loss_fn, params, (data.x, y), exp.out, val_data=val, **exp.options)
+    for idx in exp.batches:
         new_params, opt_state = step(params, opt_state, data.x[idx], y[idx])
         tracker.update(params, new_params)
         params = new_params

@@ -10,9 +10,6 @@ and Keras' own ``TensorBoard`` callback record them — list this callback befor
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import keras
 import numpy as np
 
@@ -24,27 +21,18 @@ from .tracker import Tracker, keras_backend
 
 
 @integration(bn_policy="batch")
-class LCACallback(keras.callbacks.Callback, LCACallbackBase):
+class LCACallback(LCACallbackBase, keras.callbacks.Callback):
     """Allocates every train step's loss change on ``data``; ``loss_fn`` defaults to the
     model's compiled loss. To continue a run when fit resumes (``initial_epoch``), pass
     ``resume=True``. Options: see ``docs/api.md``."""
 
-    def __init__(
-        self,
-        data: Any = None,
-        store: str | os.PathLike[str] | None = None,
-        *legacy: Any,
-        loss_fn: Any = None,
-        **options: Any,
-    ) -> None:
-        super().__init__()
+    def check_framework(self) -> None:
         keras_backend()  # refuse an unsupported Keras backend now, not inside fit
-        self._init_lca(data, store, loss_fn, legacy, options)
-        self._epoch: list[StepResult] = []
 
     # -- keras hooks ----------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.tracker = Tracker(self.model, self.loss_fn, self.data, **self.opts)
+        self._epoch: list[StepResult] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = []

@@ -7,13 +7,10 @@ Keras sees exactly the batches the other frameworks see.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
-
 import keras
 import numpy as np
 
-from lca_core.demo import LAYERS, DigitsSplit, learning_rate, tracker_options
+from lca_core.demo import LAYERS, Experiment
 from lca_core.summary import Summary
 
 from .callback import LCACallback
@@ -30,28 +27,21 @@ def mnist_fc(weights: dict[str, tuple[np.ndarray, np.ndarray]]) -> keras.Model:
     return model
 
 
-def train(
-    args: argparse.Namespace,
-    data: DigitsSplit,
-    weights: dict[str, tuple[np.ndarray, np.ndarray]],
-    batches: Iterator[np.ndarray],
-) -> Summary:
-    model = mnist_fc(weights)
-    lr = learning_rate(args)
+def train(exp: Experiment) -> Summary:
+    """The demo with ``model.fit`` and ``LCACallback``."""
+    model, data = mnist_fc(exp.weights), exp.data
     optimizer = (
-        keras.optimizers.Adam(lr, epsilon=1e-8)  # PyTorch's and optax's epsilon
-        if args.optimizer == "adam"
-        else keras.optimizers.SGD(lr, momentum=0.9)
+        keras.optimizers.Adam(exp.lr, epsilon=1e-8)  # PyTorch's and optax's epsilon
+        if exp.adam
+        else keras.optimizers.SGD(exp.lr, momentum=0.9)
     )
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    order = np.concatenate(list(batches))
-    callback = LCACallback(
-        (data.x, data.y), args.out, val_data=(data.xv, data.yv), **tracker_options(args)
-    )
+    order = np.concatenate(list(exp.batches))
+    callback = LCACallback((data.x, data.y), exp.out, val_data=(data.xv, data.yv), **exp.options)
     model.fit(
         data.x[order],
         data.y[order],
-        batch_size=args.batch_size,
+        batch_size=exp.args.batch_size,
         epochs=1,
         shuffle=False,
         verbose=0,

@@ -3,15 +3,13 @@ PyTorch loop with ``lca_torch.Tracker``."""
 
 from __future__ import annotations
 
-import argparse
 from collections import OrderedDict
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from lca_core.demo import LAYERS, DigitsSplit, learning_rate, tracker_options
+from lca_core.demo import LAYERS, Experiment
 from lca_core.summary import Summary
 
 from .tracker import Tracker
@@ -32,23 +30,18 @@ def mnist_fc(weights: dict[str, tuple[np.ndarray, np.ndarray]]) -> nn.Sequential
     return nn.Sequential(OrderedDict(modules))
 
 
-def train(
-    args: argparse.Namespace,
-    data: DigitsSplit,
-    weights: dict[str, tuple[np.ndarray, np.ndarray]],
-    batches: Iterator[np.ndarray],
-) -> Summary:
-    model = mnist_fc(weights)
+def train(exp: Experiment) -> Summary:
+    """The demo in a plain PyTorch loop, tracked with ``with tracker.step()``."""
+    model, data = mnist_fc(exp.weights), exp.data
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     loss_fn = nn.CrossEntropyLoss()
-    lr = learning_rate(args)
-    if args.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if exp.adam:
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=exp.lr)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        optimizer = torch.optim.SGD(model.parameters(), lr=exp.lr, momentum=0.9)
     val = (torch.from_numpy(data.xv), torch.from_numpy(data.yv))
-    tracker = Tracker(model, loss_fn, (x, y), args.out, val_data=val, **tracker_options(args))
-    for idx in batches:
+    tracker = Tracker(model, loss_fn, (x, y), exp.out, val_data=val, **exp.options)
+    for idx in exp.batches:
         index = torch.from_numpy(idx)
         loss = loss_fn(model(x[index]), y[index])
         optimizer.zero_grad()

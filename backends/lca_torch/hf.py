@@ -11,7 +11,6 @@ and gradient clipping are inside the step: the callback marks θ just before
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -41,7 +40,7 @@ def model_loss(output: Any, target: Any) -> torch.Tensor:
 
 
 @integration(bn_policy="batch", device=None)
-class LCACallback(TrainerCallback, LCACallbackBase):
+class LCACallback(LCACallbackBase, TrainerCallback):
     """``Trainer(..., callbacks=[LCACallback(data, store)])``; ``data`` is a dataset of
     examples (collated with the trainer's collator), a DataLoader, or (inputs, targets).
 
@@ -50,17 +49,7 @@ class LCACallback(TrainerCallback, LCACallbackBase):
     one). ``batch_size`` defaults to the trainer's ``per_device_eval_batch_size``.
     """
 
-    def __init__(
-        self,
-        data: Any = None,
-        store: str | os.PathLike[str] | None = None,
-        *legacy: Any,
-        loss_fn: Any = None,
-        **options: Any,
-    ) -> None:
-        super().__init__()
-        self._init_lca(data, store, loss_fn, legacy, options)
-        self._logged: int | None = None
+    _logged: int | None = None  # the step last written to the logs
 
     def _loader(self, batch_size: int, train_dataloader: Any) -> Any:
         """``data`` as fixed chunks: a dataset is collated with the trainer's collator."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from .tracker import Tracker
 
 
 @integration(bn_policy="batch", device=None)
-class LCACallback(Callback, LCACallbackBase):
+class LCACallback(LCACallbackBase, Callback):
     """``Trainer(callbacks=[LCACallback((x, y), "run", loss_fn=nn.CrossEntropyLoss())])``.
 
     The module's ``forward`` and ``loss_fn(output, target)`` (default: the module's
@@ -29,17 +28,7 @@ class LCACallback(Callback, LCACallbackBase):
     residual and % helped are logged as ``lca/residual`` and ``lca/pct_helped``.
     """
 
-    def __init__(
-        self,
-        data: Any = None,
-        store: str | os.PathLike[str] | None = None,
-        *legacy: Any,
-        loss_fn: Any = None,
-        **options: Any,
-    ) -> None:
-        super().__init__()
-        self._init_lca(data, store, loss_fn, legacy, options)
-        self._in_step = False
+    _in_step = False
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         loss_fn = self.loss_fn or getattr(pl_module, "loss_fn", None)

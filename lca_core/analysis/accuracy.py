@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..run import Run
+from ..summary import budget_used
 from ._source import DEFAULT_CHUNK, Result
 
 
@@ -38,7 +39,7 @@ def residual_stats(residuals: np.ndarray, loss_change: float) -> ResidualStats:
         max_abs=float(a.max()) if r.size else float("nan"),
         quantiles={f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)} if r.size else {},
         sum=float(r.sum()),
-        budget_used=abs(float(r.sum())) / abs(loss_change) if loss_change else float("nan"),
+        budget_used=budget_used(float(r.sum()), loss_change),
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layout import Layout
+from ..layout import Layout, sign_counts
 from ..run import Run
 from ..summary import shares
 from ._source import DEFAULT_CHUNK, Result, Source, param_blocks
@@ -32,10 +32,7 @@ def counts_from_lca(lca: np.ndarray, layout: Layout | None = None) -> np.ndarray
     lca = np.asarray(lca)
     if layout is None:
         layout = Layout.from_shapes({"all": (lca.shape[1],)})
-    helped = layout.reduce_by_layer((lca < 0).astype(np.int64))
-    hurt = layout.reduce_by_layer((lca > 0).astype(np.int64))
-    sizes = layout.reduce_by_layer(np.ones(lca.shape[1], dtype=np.int64))
-    return np.stack([helped, hurt, sizes - helped - hurt], axis=-1)
+    return sign_counts(lca, layout)
 
 
 def helping_fractions(source: Source, layout: Layout | None = None) -> HelpingFractions:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InsufficientDataError
 from ..run import Run
 from ._source import Result
 
@@ -69,7 +70,9 @@ def synchronization(
         series = series.layer_lca
     x = np.asarray(series, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] < 2:
-        raise ValueError("synchronisation needs a (steps, series) array with at least 2 series")
+        raise InsufficientDataError(
+            "synchronisation needs a (steps, series) array with at least 2 series (layers)"
+        )
     labels = list(names) if names is not None else [f"series{j}" for j in range(x.shape[1])]
     peaks = [local_minima(x[:, j], top) for j in range(x.shape[1])]
     observed = _count_synchronised(peaks, tolerance)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ..errors import InsufficientDataError
 from ._source import DEFAULT_CHUNK, Result, Source, param_blocks
 
 
@@ -71,7 +72,7 @@ def tails(
         total += nz.sum()
         total_sq += np.square(nz).sum()
     if n == 0:
-        raise ValueError("every LCA value is zero: nothing to analyse")
+        raise InsufficientDataError("every LCA value is zero: nothing to analyse")
     mean = total / n
     std = float(np.sqrt(max(total_sq / n - mean**2, 0.0)))
     rng = np.random.default_rng(seed)

@@ -1,9 +1,6 @@
-"""The readable terminal summary of :func:`lca_core.analysis.analyze`."""
+"""Each analysis as lines of terminal text (the registry says which renders which)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 from .accuracy import Accuracy
 from .helping import HelpingFractions, ParameterHelping
@@ -14,7 +11,7 @@ from .reconstruction import Reconstruction
 from .tails import Tails
 
 
-def _helping(h: HelpingFractions) -> list[str]:
+def helping(h: HelpingFractions) -> list[str]:
     return [
         f"  {name:<12} helped {v['helped']:6.2f}  hurt {v['hurt']:6.2f}  zero {v['zero']:6.2f}"
         f"  helped, zeros ignored {v['helped_nonzero']:6.2f}"
@@ -22,11 +19,11 @@ def _helping(h: HelpingFractions) -> list[str]:
     ]
 
 
-def _parameter_helping(p: ParameterHelping) -> list[str]:
+def parameter_helping(p: ParameterHelping) -> list[str]:
     return [f"  mean {100 * p.mean:.1f} %, median {100 * p.median:.1f} %"]
 
 
-def _concentration(c: Concentration) -> list[str]:
+def concentration(c: Concentration) -> list[str]:
     lines = [f"  Gini of |Σ_t LCA| over parameters: {c.gini:.3f}"]
     lines += [
         f"  top {pct:g} % of parameters do {100 * share:.1f} % of the helping"
@@ -35,7 +32,7 @@ def _concentration(c: Concentration) -> list[str]:
     return lines
 
 
-def _tails(t: Tails) -> list[str]:
+def tails(t: Tails) -> list[str]:
     m = t.tail_mass
     lines = [
         f"  beyond {k:g}σ: {100 * o:.3g} % vs Gaussian {100 * g:.3g} % (×{r:.3g})"
@@ -50,7 +47,7 @@ def _tails(t: Tails) -> list[str]:
     return lines
 
 
-def _oscillations(o: Oscillations) -> list[str]:
+def oscillations(o: Oscillations) -> list[str]:
     lines = []
     for name, r in (("motion Δθ", o.motion), ("gradient", o.gradient)):
         if r is None:
@@ -63,14 +60,14 @@ def _oscillations(o: Oscillations) -> list[str]:
     return lines
 
 
-def _synchronization(s: Synchronization) -> list[str]:
+def synchronization(s: Synchronization) -> list[str]:
     return [
         f"  {s.count} synchronised steps (baseline {s.baseline_mean:.2f} ± "
         f"{s.baseline_std:.2f}, p = {s.p_value:.3g}); steps: {s.synchronized}"
     ]
 
 
-def _accuracy(a: Accuracy) -> list[str]:
+def accuracy(a: Accuracy) -> list[str]:
     r = a.residuals
     lines = [
         f"  {a.rule}: mean |r| {r.mean_abs:.2e}, max |r| {r.max_abs:.2e}, "
@@ -85,32 +82,13 @@ def _accuracy(a: Accuracy) -> list[str]:
     return lines
 
 
-def _reconstruction(r: Reconstruction) -> list[str]:
+def reconstruction(r: Reconstruction) -> list[str]:
     return [f"  max |L − (L₀ + Σ LCA)| = {r.max_abs_gap:.2e}"]
 
 
-SECTIONS: list[tuple[str, str, Callable[[Any], list[str]]]] = [
-    ("Helping per layer (% of parameter-steps)", "helping", _helping),
-    ("Fraction of steps each parameter helped", "parameter_helping", _parameter_helping),
-    ("Concentration of learning", "concentration", _concentration),
-    ("Tails (nonzero LCA values)", "tails", _tails),
-    ("Oscillations (mean steps between changes of sign)", "oscillations", _oscillations),
-    ("Synchronised moments of learning (layers)", "synchronization", _synchronization),
-    ("Accuracy", "accuracy", _accuracy),
-    ("Loss reconstruction", "reconstruction", _reconstruction),
-]
-
-
-def format_analysis(results: dict[str, Any]) -> str:
-    """One section per analysis; an unavailable one says what it needs."""
-    out = ["== Summary", str(results["summary"])]
-    for title, key, render in SECTIONS:
-        value = results.get(key)
-        if value is None:
-            continue
-        out.append(f"\n== {title}")
-        if isinstance(value, dict) and "unavailable" in value:
-            out.append(f"  not available: {value['unavailable']}")
-        else:
-            out.extend(render(value))
-    return "\n".join(out)
+def class_synchronization(per_class: dict[int, Synchronization]) -> list[str]:
+    return [
+        f"  class {c}: {s.count} synchronised steps (baseline {s.baseline_mean:.2f} ± "
+        f"{s.baseline_std:.2f}, p = {s.p_value:.3g})"
+        for c, s in per_class.items()
+    ]

@@ -12,13 +12,14 @@ from .distributions import (
     plot_parameter_helping,
 )
 from .heatmaps import animate_lca, as_image, frame_steps, plot_lca_heatmaps
-from .moments import plot_synchronization
+from .moments import plot_class_synchronization, plot_synchronization
 
 __all__ = [
     "animate_lca",
     "as_image",
     "frame_steps",
     "lca_histogram",
+    "plot_class_synchronization",
     "plot_helping_over_loss",
     "plot_helping_per_layer",
     "plot_layer_curves",

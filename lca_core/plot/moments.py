@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..analysis import Synchronization, synchronization
 from ..run import Run
-from ._style import HELP, HURT, new_figure
+from ._style import HELP, HURT, LOSS, new_figure
 
 
 def plot_synchronization(
@@ -39,4 +41,27 @@ def plot_synchronization(
         f"{title}: {sync.count} synchronised (baseline {sync.baseline_mean:.1f}, "
         f"p = {sync.p_value:.2g})"
     )
+    return fig
+
+
+def plot_class_synchronization(per_class: Mapping[int, Synchronization]) -> Figure:
+    """Per class, the synchronised moments of its layers (bars) against the shift baseline
+    (dots, ± one standard deviation): is learning synchronised within every class?"""
+    classes = list(per_class)
+    fig = new_figure(7, 3.5)
+    ax = fig.subplots()
+    x = np.arange(len(classes))
+    ax.bar(x, [per_class[c].count for c in classes], color=HELP, label="synchronised")
+    ax.errorbar(
+        x,
+        [per_class[c].baseline_mean for c in classes],
+        yerr=[per_class[c].baseline_std for c in classes],
+        fmt="o",
+        color=LOSS,
+        label="shifted baseline",
+    )
+    ax.set_xticks(x, [str(c) for c in classes])
+    ax.set_xlabel("class")
+    ax.set_ylabel("steps where every layer learns")
+    ax.legend(frameon=False)
     return fig

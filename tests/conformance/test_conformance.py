@@ -32,8 +32,9 @@ def test_the_allocation_is_real(outcomes):
     for o in outcomes:
         change = np.diff(o.losses)
         assert np.all(np.abs(change) > 1e-4)
-        np.testing.assert_allclose(o.lca.sum(axis=1) + o.residuals, change, atol=1e-5)
-        assert np.all(o.panels == 2) and np.abs(o.residuals).max() < 1e-4
+        # every step, from the stored per-parameter LCA alone (float32): within 1e-4
+        np.testing.assert_allclose(o.lca.sum(axis=1), change, atol=1e-4)
+        assert np.all(o.panels == 2)
 
 
 def test_a_wrong_orientation_is_caught(outcomes):

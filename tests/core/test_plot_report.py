@@ -11,7 +11,7 @@ from lca_core import ParamSpec, open_run
 from lca_core import analysis as A
 from lca_core import plot as P
 from lca_core.cli import main
-from lca_core.report import CAPTIONS, write_report
+from lca_core.report import FIGURES, write_report
 
 
 def lines_of(ax):
@@ -141,9 +141,10 @@ def report(run_path, tmp_path_factory):
 def test_report_is_self_contained_with_every_figure(report):
     text = report.read_text()
     assert not re.search(r"(src|href)=\"(https?:)?//", text)  # nothing from the network
-    for key, (title, caption) in CAPTIONS.items():
-        assert f'id="{key}"' in text and html.escape(title) in text and html.escape(caption) in text
-    assert text.count('src="data:image/png;base64,') == len(CAPTIONS) - 1
+    for _, fig in FIGURES:
+        assert f'id="{fig.key}"' in text
+        assert html.escape(fig.title) in text and html.escape(fig.caption) in text
+    assert text.count('src="data:image/png;base64,') == len(FIGURES) - 1
     assert text.count('src="data:image/gif;base64,') == 1
     assert "Not available" not in text
     assert "budget used" in text and "helped, zeros ignored" in text
@@ -195,7 +196,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         page.screenshot(path=str(tmp_path / "shot.png"), full_page=True)
         browser.close()
     assert errors == []
-    assert len(images) == len(CAPTIONS)
+    assert len(images) == len(FIGURES)
     assert all(done and width > 0 for done, width, _ in images), images
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), dtype=float)
     assert shot.shape[0] > 3000  # the whole page, every figure stacked

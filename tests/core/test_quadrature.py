@@ -3,7 +3,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lca_core.quadrature import NestedSum, initial_panels, nodes, refinement_nodes, weights
+from lca_core import Evaluation
+from lca_core.quadrature import (
+    NestedSum,
+    initial_panels,
+    integrate,
+    nodes,
+    refinement_nodes,
+    weights,
+)
+from tests.core.models import cubic, logistic, logistic_data
 
 finite = st.floats(-10, 10, allow_nan=False)
 rules = st.sampled_from(["trapezoid", "simpson"])
@@ -57,3 +66,44 @@ def test_bad_rule_and_panel_counts_are_rejected():
         nodes("rk4", 2)
     with pytest.raises(ValueError, match="cannot use 3"):
         weights("simpson", 3)
+
+
+@given(st.integers(0, 10**6), st.integers(1, 6), rules, st.floats(0.1, 2.0))
+def test_integrate_refines_until_tol_and_evaluates_each_node_once(seed, k, rule, scale):
+    """The integrator alone, on a pure function: its residual is the true one (ΔL from the
+    losses, not from the rule), it stops only within tol or at max_panels, and it asks for
+    every node once — the panel count is the number of new nodes."""
+    x, y = logistic_data(seed % 5, n=60, d=k)
+    rng = np.random.default_rng(seed)
+    theta0 = rng.normal(size=k + 1)
+    delta = scale * rng.normal(size=k + 1)
+    asked: list[float] = []
+
+    def evaluate(new_nodes):
+        asked.extend(new_nodes)
+        return {"train": [Evaluation(*logistic(theta0 + s * delta, x, y)) for s in new_nodes]}
+
+    start = {"train": Evaluation(*logistic(theta0, x, y))}
+    out = integrate(rule, start, delta, evaluate, tol=1e-7, max_panels=64)
+    true_change = logistic(theta0 + delta, x, y)[0] - start["train"].loss
+    allocated = (delta * out.grads["train"].value()).sum()
+    assert out.residuals["train"] == pytest.approx(true_change - allocated, abs=1e-12)
+    assert abs(out.residuals["train"]) <= 1e-7 or out.panels == 64
+    assert len(asked) == len(set(asked)) == out.panels
+    assert all(0 < s <= 1 for s in asked)
+
+
+def test_integrate_is_exact_on_a_cubic_with_simpson_and_never_refines():
+    fn = cubic(3, 5)
+    theta0, delta = np.zeros(5), np.ones(5)
+    calls = []
+
+    def evaluate(new_nodes):
+        calls.append(list(new_nodes))
+        return {"train": [Evaluation(*fn(theta0 + s * delta)) for s in new_nodes]}
+
+    out = integrate(
+        "simpson", {"train": Evaluation(*fn(theta0))}, delta, evaluate, tol=1e-9, max_panels=64
+    )
+    assert calls == [[0.5, 1.0]] and out.panels == 2
+    assert abs(out.residuals["train"]) < 1e-9

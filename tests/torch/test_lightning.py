@@ -1,6 +1,5 @@
 """The Lightning callback (the tox `torch` env installs Lightning, so this runs in CI)."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,6 +9,7 @@ import lightning as L
 from lca_torch.lightning import LCACallback
 
 from lca_core import open_run
+from tests.checks import assert_every_step_within_tol
 from tests.torch.conftest import mlp
 
 
@@ -49,9 +49,7 @@ def test_one_optimizer_step_is_one_lca_step(digits, tmp_path, accumulate):
     assert run.steps == trainer.global_step == len(loader) // accumulate
     assert callback.summary().budget_used < 0.01
     assert run.layers == ["net.fc1", "net.fc2", "net.fc3"]
-    np.testing.assert_allclose(
-        run.layer_lca.sum(1) + run.residuals, np.diff(run.losses), atol=1e-10
-    )
+    assert_every_step_within_tol(run)
     assert "lca/residual" in trainer.callback_metrics
 
 
