@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation_data import PaddedChunks, infer_num_classes, pad_chunks
+from .evaluation_data import PaddedChunks, check_labels, infer_num_classes, pad_chunks
 from .layout import Layout
 from .protocol import Backend, Evaluation, Snapshot
 
@@ -53,6 +53,13 @@ class BackendBase(Backend):
         self.num_classes = num_classes or (
             infer_num_classes(labels) if labels is not None else None
         )
+
+    def check_trial(self, width: int | None, labels: dict[str, Any]) -> None:
+        """After a trial forward on a few examples: every split's integer labels fit the
+        model's ``width`` output classes (a label outside them is named now, not later as
+        a NaN loss or an index error deep in the framework)."""
+        for split, y in labels.items():
+            check_labels(y, width, "evaluation" if split == "train" else "validation")
 
     def padded(self, split: str, per_class: bool, batch: int) -> PaddedChunks:
         """A held (inputs, targets) split in fixed chunks of ``batch`` (at most the set),

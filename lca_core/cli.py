@@ -109,14 +109,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Every analysis the run has data for, as a table; everything as JSON on request."""
     from .analysis import analyze, format_analysis, to_jsonable
+    from .outputs import check_output, write_text
     from .run import open_run
 
+    target = check_output(args.json, force=args.force) if args.json else None
     results = analyze(open_run(args.run), seed=args.seed)
     print(format_analysis(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(to_jsonable(results), f)
-        print(f"\nall results written to {args.json}")
+    if target is not None:
+        write_text(target, json.dumps({"generator": "lca", **to_jsonable(results)}))
+        print(f"\nall results written to {target}")
     return 0
 
 
@@ -124,7 +125,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Render the one-page HTML report of a run."""
     from .report import write_report
 
-    out = write_report(args.run, args.output, frames=args.frames, seed=args.seed)
+    out = write_report(args.run, args.output, frames=args.frames, seed=args.seed, force=args.force)
     print(f"report written to {out}")
     return 0
 
@@ -132,6 +133,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory")
     parser.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    parser.add_argument(
+        "--force", action="store_true", help="replace the output even if lca did not write it"
+    )
     parser.add_argument("--frames", type=int, default=24, help="frames of the animation")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
 
@@ -139,6 +143,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 def _analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory")
     parser.add_argument("--json", metavar="FILE", help="write every result as JSON")
+    parser.add_argument(
+        "--force", action="store_true", help="replace the JSON file even if lca did not write it"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
 
 
@@ -162,7 +169,14 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="lca-runs/demo", help="run directory (replaced)")
+    parser.add_argument(
+        "--out",
+        default="lca-runs/demo",
+        help="run directory; an earlier run there is replaced when the new one is complete",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace OUT.html even if lca did not write it"
+    )
     parser.add_argument("--backend", default="torch", help="torch, tensorflow, keras-jax or jax")
     parser.add_argument("--steps", type=int, default=120, help="optimizer steps")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")

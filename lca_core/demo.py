@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import LCAError, NotARunError
+from .errors import LCAError
 from .summary import Summary
 
 SIZES = (64, 100, 50, 10)
@@ -101,18 +102,18 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise LCAError("--lr must be positive")
 
 
-def prepare_out(out: Path) -> None:
-    """Replace an earlier run at ``out``; never delete a directory that is not a run."""
-    from .run import open_run
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an --out that is not empty and not an lca run."""
+    from .lock import LCA_FILES
+    from .store import is_run
 
-    if out.exists() and any(out.iterdir()):
-        try:
-            open_run(out)
-        except NotARunError:
-            raise FileExistsError(
-                f"{out} exists and is not an lca run; choose another --out"
-            ) from None
-        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        raise LCAError(f"--out {out} is a file; give a directory for the run")
+    if out.is_dir() and any(e.name not in LCA_FILES for e in out.iterdir()) and not is_run(out):
+        raise LCAError(
+            f"--out {out} holds files that are not an lca run; lca never deletes what it did "
+            "not write. Choose another --out."
+        )
 
 
 def demo_module(backend: str) -> Any:
@@ -155,23 +156,33 @@ class Experiment:
 
 def run(args: argparse.Namespace, train: Callable[..., Summary] | None = None) -> int:
     """Train with the chosen backend, print the summary, write the report beside the run."""
+    from .outputs import check_output
     from .report import write_report
+    from .store import replace_run
 
     check_arguments(args)
     train = train or demo_module(args.backend).train
     out = Path(args.out)
-    prepare_out(out)
+    check_out(out)
+    html = check_output(out.with_suffix(".html"), force=args.force)
+    # the new run is written beside the old one and replaces it only once it is complete
+    fresh = out.parent / f".{out.name}.lca-new-{os.getpid()}"
     data = digits_split(args.seed)
-    summary = train(
-        Experiment(
-            args,
-            data,
-            initial_weights(args.seed),
-            batches(len(data.x), args.batch_size, args.steps, args.seed),
+    try:
+        summary = train(
+            Experiment(
+                argparse.Namespace(**{**vars(args), "out": str(fresh)}),
+                data,
+                initial_weights(args.seed),
+                batches(len(data.x), args.batch_size, args.steps, args.seed),
+            )
         )
-    )
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)  # ours: the unfinished new run
+        raise
+    replace_run(fresh, out)
     print(f"\nLCA of {summary.steps} steps ({args.backend}) written to {out}\n")
     print(summary)
-    report = write_report(out, out.with_suffix(".html"), frames=args.frames)
+    report = write_report(out, html, frames=args.frames, force=args.force)
     print(f"\nreport: {report}  (open it in a browser; `lca analyze {out}` for numbers)")
     return 0

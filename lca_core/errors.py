@@ -49,3 +49,27 @@ class LossShapeError(LCAError, ValueError):
 
 class InsufficientDataError(LCAError, ValueError):
     """A run has the arrays an analysis needs but not enough in them (e.g. one layer)."""
+
+
+class RunLockedError(LCAError):
+    """Another process is writing this run: a run has one writer."""
+
+
+class RunExistsError(LCAError, FileExistsError):
+    """The target directory already holds a run or other files; lca deletes only its own."""
+
+
+class CorruptRunError(LCAError):
+    """A run store is damaged or not what it claims (the message names the file and why)."""
+
+
+class OutputError(LCAError):
+    """An output path cannot be written as asked (exists, is a directory, is inside a run)."""
+
+
+class MetadataError(LCAError, TypeError):
+    """Run metadata that cannot be stored as JSON."""
+
+
+class EvaluationDataError(LCAError, ValueError):
+    """The evaluation data does not fit the model or the loss (shape, labels, NaN inputs)."""

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import EmptyEvaluationSetError
+from .errors import EmptyEvaluationSetError, EvaluationDataError
 
 
 def check_evaluation_data(
@@ -24,8 +24,43 @@ def check_evaluation_data(
             f"the {what} set is empty; LCA needs at least one example to evaluate the loss on"
         )
     if len(x) != len(y):
-        raise ValueError(f"the {what} set has {len(x)} inputs but {len(y)} targets")
+        raise EvaluationDataError(
+            f"the {what} set has {len(x)} inputs but {len(y)} targets; give one target per "
+            "input (inputs and targets of equal length, in the same order)"
+        )
+    check_finite_inputs(x, what)
     return x, y
+
+
+def check_finite_inputs(x: Any, what: str = "evaluation") -> None:
+    """Refuse NaN or infinite inputs by name (else they surface as a diverged loss)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fc" or not arr.size:
+        return
+    finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        raise EvaluationDataError(
+            f"the {what} inputs hold NaN or infinite values ({int((~finite).sum())} examples, "
+            f"the first at index {first}); LCA would report them as a diverged loss. Drop or "
+            "impute them before tracking."
+        )
+
+
+def check_labels(labels: Any, classes: int | None, what: str = "evaluation") -> None:
+    """Integer class labels must lie in 0…classes−1 (the model's output width, or the
+    ``num_classes`` given); other targets (one-hot, regression) are not checked."""
+    y = np.asarray(labels) if labels is not None else None
+    if classes is None or y is None or y.ndim != 1 or y.dtype.kind not in "iu" or not y.size:
+        return
+    bad = (y < 0) | (y >= classes)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise EvaluationDataError(
+            f"the {what} labels include {y[first]} (index {first}), outside the model's "
+            f"{classes} classes 0…{classes - 1}; fix the labels, or the model's output width "
+            "(num_classes)"
+        )
 
 
 def array_sets(

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LayoutMismatchError, NondeterministicLossError, NonFiniteError
+from .errors import (
+    EvaluationDataError,
+    LayoutMismatchError,
+    LCAError,
+    NondeterministicLossError,
+    NonFiniteError,
+)
 from .protocol import Backend, Evaluation
 from .quadrature import NodeEvaluator
 
@@ -33,13 +39,26 @@ class CheckedEvaluator:
         self.determinism_rtol = determinism_rtol
         #: gradient passes made so far (one pass = loss+gradient over one split at one point)
         self.passes = 0
+        self._started = False  # a non-finite loss before any step is not divergence
 
     def __call__(
         self, thetas: Sequence[np.ndarray], state: Any, split: str, where: str
     ) -> list[Evaluation]:
-        evals = self.backend.evaluate(
-            list(thetas), state=state, split=split, per_class=self.per_class
-        )
+        try:
+            evals = self.backend.evaluate(
+                list(thetas), state=state, split=split, per_class=self.per_class
+            )
+        except LCAError:
+            raise
+        except Exception as exc:
+            if self._started:  # the data worked at θ_0: this is the user's code failing
+                raise
+            raise EvaluationDataError(
+                f"evaluating the {split} loss at the starting point {where} failed "
+                f"({type(exc).__name__}: {exc}): the loss does not fit the evaluation data. "
+                "Check that the labels are within the model's classes and that inputs and "
+                "targets are shaped as in training."
+            ) from exc
         self.passes += len(thetas)
         for ev in evals:
             grad = np.asarray(ev.grad)
@@ -50,6 +69,14 @@ class CheckedEvaluator:
                 )
             if not np.isfinite(ev.loss) or not np.all(np.isfinite(grad)):
                 what = "loss" if not np.isfinite(ev.loss) else "gradient"
+                if not self._started:
+                    raise NonFiniteError(
+                        f"the {split} {what} is NaN or infinite at the starting point {where}, "
+                        "before any training step: the loss does not fit the evaluation data. "
+                        "Check that the labels are within the model's classes, that the loss "
+                        "takes logits (or probabilities) as the model returns them, and that "
+                        "the inputs are finite."
+                    )
                 raise NonFiniteError(
                     f"the {split} {what} is NaN or infinite at {where}: training has diverged "
                     "or the loss takes log(0). Lower the learning rate, clip gradients, or "
@@ -66,6 +93,7 @@ class CheckedEvaluator:
         else:
             (train,) = self([theta], state, "train", where)
         others = {s: self([theta], state, s, where)[0] for s in self.splits if s != "train"}
+        self._started = True
         return {"train": train, **others}
 
     def along(self, theta0: np.ndarray, delta: np.ndarray, state: Any, where: str) -> NodeEvaluator:

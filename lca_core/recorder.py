@@ -6,18 +6,40 @@ become in the store (DESIGN §3), so no integration writes the store itself.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from .errors import MetadataError
 from .protocol import Backend, Evaluation
 from .step import StepResult
-from .store import RunWriter, array_specs
+from .store import RunWriter, array_specs, is_run
 
 #: the step arrays a resumed run's running summary continues from
 SUMMARY_ARRAYS = ("losses", "residuals", "drift", "converged", "layer_lca", "layer_counts")
+
+
+def json_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's metadata as JSON: numpy numbers and arrays and paths are converted;
+    anything else that JSON cannot hold is refused now, before the run is created."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, np.generic | np.ndarray):
+            return value.tolist()
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        raise TypeError(type(value).__name__)
+
+    try:
+        return json.loads(json.dumps(dict(metadata), default=convert, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise MetadataError(
+            f"metadata cannot be stored as JSON ({exc}); give numbers, strings, lists and "
+            "dicts (numpy values and paths are converted)"
+        ) from exc
 
 
 class Recorder:
@@ -52,11 +74,10 @@ class Recorder:
             "config": dict(config),
             "policy": dict(backend.policy()),
             "backend": type(backend).__name__,
-            "metadata": dict(metadata or {}),
+            "metadata": json_metadata(metadata or {}),
             "num_classes": num_classes,
         }
-        can_resume = resume and os.path.isdir(store) and any(os.scandir(store))
-        mode = "a" if can_resume else "w"
+        mode = "a" if resume and is_run(store) else "w"
         self.writer = RunWriter(
             store, backend.layout, specs, attrs=attrs, mode=mode, overwrite=overwrite
         )

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ._version import __version__
 from .analysis import ANALYSES, Analysis, FigureSpec, analyze
+from .outputs import HTML_MARK, check_output, write_text
 from .run import Run, open_run
 
 #: every figure of the report, in order: (analysis, figure) from the registry
@@ -82,7 +83,8 @@ def render_report(run: Run, *, frames: int = 24, progress: bool = True, seed: in
     )
     meta = html.escape(json.dumps(run.metadata, indent=1, default=str))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>LCA report — {html.escape(run.path.name)}</title>
+<html lang="en"><head>{HTML_MARK}
+<meta charset="utf-8"><title>LCA report — {html.escape(run.path.name)}</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><style>{STYLE}</style></head>
 <body><h1>Loss Change Allocation report</h1>
 <p class="sub">{html.escape(str(run.path))} · lca {__version__}</p>
@@ -105,10 +107,13 @@ def write_report(
     frames: int = 24,
     progress: bool = True,
     seed: int = 0,
+    force: bool = False,
 ) -> Path:
-    """Write the report for the run at ``run_path`` to ``out``; returns the path."""
-    text = render_report(open_run(run_path), frames=frames, progress=progress, seed=seed)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return out
+    """Write the report for the run at ``run_path`` to ``out``; returns the path.
+
+    ``out`` is checked before any work: it must not be inside a run, a directory or a link,
+    and an existing file is replaced only when lca wrote it (or with ``force=True``).
+    """
+    target = check_output(out, force=force)
+    run = open_run(run_path)
+    return write_text(target, render_report(run, frames=frames, progress=progress, seed=seed))

@@ -1,22 +1,25 @@
 """Reading a run store: the read API analyses, figures, reports and users rely on.
 
 Everything returned stops at the last committed step, so a run that is still being written,
-or one that was killed, reads as a whole run of fewer steps.
+or one that was killed, reads as a whole run of fewer steps. Nothing on disk is trusted:
+:func:`~lca_core.integrity.check_run` validates the store when it is opened, the per-step
+arrays are read (and checked finite) then, and the per-parameter arrays are checked as they
+are read; any damage is a :class:`~lca_core.errors.CorruptRunError`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .contract import DEFAULT_BUDGET
-from .layout import Layout
-from .store import POINT_ARRAYS, open_group, read_commit
+from .errors import CorruptRunError
+from .integrity import check_run, reading
+from .store import WIDE_ROW_BYTES, open_group
 from .summary import Summary, summarize
 
 
@@ -25,23 +28,27 @@ class Run:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._group, self._meta = open_group(self.path, "r")
-        counters = read_commit(self._group)
+        checked = check_run(self.path)
+        with reading(self.path, "the run's group"):
+            self._group, self._meta = open_group(self.path, "r")
+        self._rows = checked.rows
+        counters = checked.counters
         #: number of steps with committed LCA
-        self.steps = counters.get("lca", 0)
-        self._lca_started = bool(counters.get("lca_started", 0))
+        self.steps = counters["lca"]
         #: number of recorded trajectory steps (θ_0…θ_n has n+1 rows)
-        self.recorded_steps = counters.get("trajectory", 0)
-        self._trajectory_started = bool(counters.get("trajectory_started", 0))
+        self.recorded_steps = counters["trajectory"]
+        self.layout = checked.layout
+        # the per-step arrays are small: read once, checked, kept
+        self._narrow = {
+            name: self._read(name, slice(0, rows))
+            for name, rows in self._rows.items()
+            if checked.specs[name].row_bytes <= WIDE_ROW_BYTES
+        }
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, steps={self.steps}, layers={len(self.layers)})"
 
     # -- metadata -----------------------------------------------------------------------
-    @cached_property
-    def layout(self) -> Layout:
-        return Layout.from_list(self._meta["layout"])
-
     @property
     def layers(self) -> list[str]:
         return list(self._meta["layers"])
@@ -57,29 +64,38 @@ class Run:
         return dict(self._meta.get("config", {}))
 
     def has(self, name: str) -> bool:
-        return name in set(self._group.array_keys())
+        return name in self._rows
 
     # -- arrays -------------------------------------------------------------------------
-    def _rows(self, name: str) -> int:
-        point = name in POINT_ARRAYS
-        if name == "theta":
-            return self.recorded_steps + int(self._trajectory_started)
-        return self.steps + int(point and self._lca_started)
+    def _read(self, name: str, rows: slice) -> np.ndarray:
+        """Rows of a stored array, read through the checksums and checked finite."""
+        with reading(self.path, f"the array {name!r}"):
+            block = np.asarray(self._group[name][rows])
+        if block.dtype.kind == "f" and not np.isfinite(block).all():
+            bad = int(np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(1))[0])
+            raise CorruptRunError(
+                f"{self.path}: the array {name!r} holds NaN or infinite values (row "
+                f"{rows.start + bad * (rows.step or 1)}); lca never writes them: the run is damaged"
+            )
+        return block
 
-    def _require(self, name: str) -> Any:
+    def _require(self, name: str) -> None:
         if not self.has(name):
             raise KeyError(
-                f"{self.path} has no {name!r}; stored: {sorted(self._group.array_keys())}. "
+                f"{self.path} has no {name!r}; stored: {sorted(self._rows)}. "
                 "Opt-in arrays (param_lca, grads, theta, per-class, validation) must be asked "
                 "for when the run is recorded."
             )
-        return self._group[name]
 
     def array(self, name: str, steps: slice | None = None) -> np.ndarray:
         """The committed rows of a stored array (optionally a slice of them)."""
-        arr = self._require(name)
+        self._require(name)
         rows = self._row_slice(name, steps)
-        return arr[rows] if rows.stop > rows.start else self._empty(name)
+        if name in self._narrow:
+            return self._narrow[name][rows]
+        if rows.stop <= rows.start:
+            return self._empty(name)
+        return self._read(name, rows)
 
     def _empty(self, name: str) -> np.ndarray:
         arr = self._group[name]
@@ -135,23 +151,28 @@ class Run:
         )
         cols = np.concatenate([np.arange(layout.size)[layout.slice_of(n)] for n in names])
         lo, hi = int(cols[0]), int(cols[-1]) + 1
-        arr = self._require("param_lca")
+        self._require("param_lca")
         rows = self._row_slice("param_lca", steps)
-        block = arr[rows, lo:hi] if hi - lo == len(cols) else arr[rows][:, cols]
+        with reading(self.path, "the array 'param_lca'"):
+            arr = self._group["param_lca"]
+            block = arr[rows, lo:hi] if hi - lo == len(cols) else arr[rows][:, cols]
+        if not np.isfinite(block).all():
+            raise CorruptRunError(f"{self.path}: 'param_lca' holds NaN or infinite values")
         if len(names) == 1:
             return block.reshape(len(block), *layout.param(names[0]).shape)
         return block
 
     def _row_slice(self, name: str, steps: slice | None) -> slice:
-        start, stop, step = (steps or slice(None)).indices(self._rows(name))
+        start, stop, step = (steps or slice(None)).indices(self._rows[name])
         return slice(start, max(start, stop), step)
 
     def iter_array(
         self, name: str, chunk_steps: int | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Stream a stored array as (first row, block) pairs: memory stays bounded."""
-        n = chunk_steps or self._require(name).chunks[0]
-        for start in range(0, self._rows(name), n):
+        self._require(name)
+        n = chunk_steps or self._group[name].chunks[0]
+        for start in range(0, self._rows[name], n):
             yield start, self.array(name, slice(start, start + n))
 
     def iter_param_lca(self, chunk_steps: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -160,10 +181,10 @@ class Run:
 
     def theta(self, t: int) -> np.ndarray:
         """Recorded parameters θ_t (flat, in the model's dtype)."""
-        rows = self._rows("theta")
-        if not self.has("theta") or not 0 <= t < rows:
+        rows = self._rows.get("theta", 0)
+        if not 0 <= t < rows:
             raise IndexError(f"θ_{t} is not recorded; this run has {rows} recorded points")
-        return self._group["theta"][t]
+        return self._read("theta", slice(t, t + 1))[0]
 
     # -- summary ------------------------------------------------------------------------
     def summary(self) -> Summary:

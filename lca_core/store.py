@@ -6,11 +6,17 @@ number of committed rows lives in the group attribute ``lca_commit``, replaced a
 (zarr's local store writes metadata by rename) only after the data
 it counts is on disk. A run killed at any moment therefore reopens at its last whole step,
 and appending resumes there. Metadata is JSON; arrays are plain numeric — no pickles.
+
+Format 2 adds a crc32c checksum to every chunk (corruption is found before a decompressor
+sees the bytes) and writes every chunk, even an all-zero one, so a missing chunk inside the
+committed rows is damage, not zeros. One process writes a run (:class:`~.lock.WriterLock`);
+replacing a run deletes only the files lca wrote there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,13 +25,16 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from .errors import FormatVersionError, LayoutMismatchError, NotARunError
+from .errors import FormatVersionError, LayoutMismatchError, NotARunError, RunExistsError
 from .layout import Layout, common_dtype
+from .lock import LCA_FILES, WriterLock
 
 FORMAT = "lca-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: format versions this lca reads (1: no checksums, all-zero chunks may be absent)
+READABLE_VERSIONS = (1, 2)
 COMMIT_KEY = "lca_commit"
 #: target bytes of one chunk of the widest array; bounds the writer's memory
 CHUNK_BYTES = 32 * 2**20
@@ -35,6 +44,7 @@ MAX_CHUNK_COLS = 2**22
 POINT_ARRAYS = frozenset({"losses", "class_losses", "val_losses", "grads", "theta"})
 WIDE_ROW_BYTES = 4096
 WIDE_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+CHECKSUM = Crc32cCodec()
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,27 @@ def write_commit(group: zarr.Group, counters: Mapping[str, int]) -> None:
     group.update_attributes({COMMIT_KEY: dict(counters)})
 
 
+def _array_names(path: Path) -> set[str]:
+    """The arrays of the run in ``path``: its subdirectories that are zarr arrays (read
+    from the file system: zarr's own listing warns about lca's lock files)."""
+    return {
+        e.name
+        for e in os.scandir(path)
+        if e.is_dir(follow_symlinks=False) and (Path(e.path) / "zarr.json").is_file()
+    }
+
+
+def is_run(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds an lca run (a readable one or not)."""
+    try:
+        open_group(Path(path), "r")
+    except (NotARunError, FormatVersionError):
+        return False
+    except Exception:  # a damaged group is still a run lca wrote: never someone else's
+        return (Path(path) / "zarr.json").is_file()
+    return True
+
+
 def open_group(path: Path, mode: str) -> tuple[zarr.Group, dict[str, Any]]:
     """Open a run's group and check it is an lca run of a format we can read."""
     if not (path / "zarr.json").is_file():
@@ -125,7 +156,9 @@ def open_group(path: Path, mode: str) -> tuple[zarr.Group, dict[str, Any]]:
     meta = group.attrs.get("lca")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise NotARunError(f"{path} is a zarr group but not an lca run (no 'lca' attributes)")
-    version = int(meta.get("format_version", 0))
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise NotARunError(f"{path} has no valid run format version ({version!r})")
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"{path} was written in run format {version}, newer than this lca reads "
@@ -152,17 +185,22 @@ class RunWriter:
         overwrite: bool = False,
         flush_seconds: float = 30.0,
     ) -> None:
+        if mode not in ("w", "a"):
+            raise ValueError(f"mode must be 'w' (new run) or 'a' (append), not {mode!r}")
         self.path = Path(path)
         self.layout = layout
         self.flush_seconds = flush_seconds
         widest = max((s.row_bytes for s in specs), default=8)
         self.chunk_steps = int(np.clip(CHUNK_BYTES // max(widest, 1), 1, MAX_CHUNK_STEPS))
-        if mode == "w":
-            self._create(specs, attrs or {}, overwrite)
-        elif mode == "a":
-            self._reopen(specs, attrs or {})
-        else:
-            raise ValueError(f"mode must be 'w' (new run) or 'a' (append), not {mode!r}")
+        self._lock = WriterLock(self.path)  # before looking: no one else changes it now
+        try:
+            if mode == "w":
+                self._create(specs, attrs or {}, overwrite)
+            else:
+                self._reopen(specs, attrs or {})
+        except BaseException:
+            self._lock.release()
+            raise
         self.specs = {s.name: s for s in specs}
         self._pending: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
         # first row each array's pending buffer will be written at
@@ -172,11 +210,20 @@ class RunWriter:
 
     # -- creation and reopening -------------------------------------------------------
     def _create(self, specs: list[ArraySpec], attrs: Mapping[str, Any], overwrite: bool) -> None:
-        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"{self.path} already exists and is not empty; choose a new directory, pass "
-                "overwrite=True to replace it, or resume=True to append to the run in it"
+        others = [e.name for e in os.scandir(self.path) if e.name not in LCA_FILES]
+        if others and not is_run(self.path):
+            raise RunExistsError(
+                f"{self.path} holds files that are not an lca run ({', '.join(sorted(others)[:3])}"
+                f"{', …' if len(others) > 3 else ''}); lca never deletes what it did not write. "
+                "Choose a new or empty directory for the run."
             )
+        if others and not overwrite:
+            raise RunExistsError(
+                f"{self.path} already holds an lca run; pass overwrite=True to replace it, "
+                "resume=True to continue it, or choose a new directory"
+            )
+        if others:
+            self._delete_run()
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -187,11 +234,18 @@ class RunWriter:
         }
         self.counters = {"lca": 0, "trajectory": 0, "lca_started": 0, "trajectory_started": 0}
         # the group is born with its lca attributes: no reader ever sees a half-made run
-        self.group = zarr.open_group(
-            str(self.path), mode="w", attributes={"lca": meta, COMMIT_KEY: self.counters}
+        self.group = zarr.create_group(
+            store=str(self.path), attributes={"lca": meta, COMMIT_KEY: self.counters}
         )
         for s in specs:
             self._create_array(s)
+
+    def _delete_run(self) -> None:
+        """Remove the run in ``self.path``: its arrays and its group, nothing else (the
+        arrays first, so a kill midway leaves a run with fewer arrays, never a stray one)."""
+        for name in _array_names(self.path):
+            shutil.rmtree(self.path / name)
+        (self.path / "zarr.json").unlink()
 
     def _create_array(self, s: ArraySpec) -> None:
         cols = tuple(min(d, MAX_CHUNK_COLS) for d in s.row_shape)
@@ -203,7 +257,10 @@ class RunWriter:
             fill_value=False if s.dtype == "bool" else 0,
             # per-parameter rows are large: lz4 + byte shuffle is about twice as fast as
             # zarr's default zstd at nearly the same size
-            compressors=WIDE_CODEC if s.row_bytes > WIDE_ROW_BYTES else "auto",
+            compressors=[
+                WIDE_CODEC if s.row_bytes > WIDE_ROW_BYTES else ZstdCodec(),
+                CHECKSUM,  # last: verified before any decompressor reads the chunk
+            ],
         )
 
     def _reopen(self, specs: list[ArraySpec], attrs: Mapping[str, Any]) -> None:
@@ -217,7 +274,7 @@ class RunWriter:
             )
         self.group.attrs["lca"] = {**meta, **attrs}
         self.counters = read_commit(self.group)
-        existing = set(self.group.array_keys())
+        existing = _array_names(self.path)
         for s in specs:
             if s.name not in existing:
                 self._create_array(s)
@@ -262,17 +319,20 @@ class RunWriter:
 
     def flush(self) -> None:
         """Write buffered rows, then record them as committed (atomically)."""
-        for name, rows in self._pending.items():
-            if not rows:
-                continue
-            start = self._start[name]
-            arr = self.group[name]
-            stop = start + len(rows)
-            if arr.shape[0] != stop:
-                arr.resize((stop, *arr.shape[1:]))
-            arr[start:stop] = np.stack(rows)
-            self._start[name] = stop
-            self._pending[name] = []
+        # every chunk is written, even an all-zero one (arrays reopened by name do not keep
+        # the creation-time setting): a missing chunk then always means damage
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            for name, rows in self._pending.items():
+                if not rows:
+                    continue
+                start = self._start[name]
+                arr = self.group[name]
+                stop = start + len(rows)
+                if arr.shape[0] != stop:
+                    arr.resize((stop, *arr.shape[1:]))
+                arr[start:stop] = np.stack(rows)
+                self._start[name] = stop
+                self._pending[name] = []
         for stream, n in self._uncommitted.items():
             self.counters[stream] += n
         self._uncommitted = {}
@@ -300,7 +360,34 @@ class RunWriter:
         return self.counters["trajectory"] + self._uncommitted.get("trajectory", 0)
 
     def close(self) -> None:
-        self.flush()
+        """Flush, then give the run up to the next writer."""
+        try:
+            self.flush()
+        finally:
+            self._lock.release()
+
+
+def replace_run(new: str | os.PathLike[str], old: str | os.PathLike[str]) -> None:
+    """Move the complete run ``new`` into ``old``, replacing the run there (only its own
+    files: anything else a user keeps in the directory stays), under ``old``'s writer lock."""
+    new, old = Path(new), Path(old)
+    lock = WriterLock(old)
+    try:
+        others = [e.name for e in os.scandir(old) if e.name not in LCA_FILES]
+        if others and not is_run(old):
+            raise RunExistsError(
+                f"{old} holds files that are not an lca run; lca never deletes what it did not "
+                "write. Choose another directory."
+            )
+        for name in _array_names(old):
+            shutil.rmtree(old / name)
+        (old / "zarr.json").unlink(missing_ok=True)
+        for name in sorted(_array_names(new)):
+            os.replace(new / name, old / name)
+        os.replace(new / "zarr.json", old / "zarr.json")  # last: the run appears whole
+    finally:
+        lock.release()
+    shutil.rmtree(new)
 
 
 def committed_counts(path: str | os.PathLike[str]) -> dict[str, int]:

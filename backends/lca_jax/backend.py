@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
 from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase
-from lca_core.errors import LossShapeError
+from lca_core.errors import EvaluationDataError, LossShapeError
 from lca_core.evaluation_data import PaddedChunks, array_sets
 from lca_core.layout import flat_vector
 
@@ -180,7 +180,14 @@ def per_example(loss_fn: LossFn, params: Any, x: np.ndarray, y: np.ndarray) -> L
     """``loss_fn`` as a per-example loss, whichever convention it follows (checked by shape
     on two examples, without running it)."""
     n = min(len(x), 2)
-    shape = jax.eval_shape(loss_fn, params, x[:n], y[:n]).shape
+    try:
+        shape = jax.eval_shape(loss_fn, params, x[:n], y[:n]).shape
+    except Exception as exc:  # traced without running: a shape or type the loss cannot take
+        raise EvaluationDataError(
+            f"loss_fn cannot take the evaluation data (inputs {x.shape} {x.dtype}, targets "
+            f"{y.shape} {y.dtype}) with these parameters: {type(exc).__name__}: {exc}. Give "
+            "inputs and targets shaped as in training."
+        ) from exc
     if shape == ():
         return MeanAsPerExample(loss_fn)
     if shape == (n,):

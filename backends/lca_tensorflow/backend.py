@@ -23,7 +23,7 @@ from lca_core.errors import LossShapeError
 from lca_core.evaluation_data import array_sets
 from lca_core.layout import flat_vector
 
-from .keras_common import layout_of, per_example_loss
+from .keras_common import layout_of, per_example_loss, trial
 
 _BATCHNORM = (keras.layers.BatchNormalization,)
 
@@ -72,6 +72,7 @@ class TFBackend(BackendBase):
         ]
         sets = array_sets(data, val_data)
         self.hold_sets(sets, sets["train"][1], num_classes)
+        self.check_trial(*trial(model, self.loss, sets))
         self._chunks: dict[tuple[str, bool], tuple[tf.Tensor, ...]] = {}
         self._concrete: dict[tuple[str, bool], Any] = {}
         self.traces = 0  # how often the pass was traced (tests check it stays at 1 per shape)

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from lca_core import Layout, ParamSpec
+from lca_core.errors import EvaluationDataError, LCAError
 
 
 def _short(path: str, model: keras.Model) -> str:
@@ -41,3 +42,28 @@ def per_example_loss(loss: Any) -> Callable[[Any, Any], Any]:
         f"cannot use {loss!r} as a loss: pass loss_fn= (a keras loss or a callable "
         "loss(y_true, y_pred) returning each example's loss), or compile the model with one"
     )
+
+
+def trial(
+    model: keras.Model, loss: Callable[[Any, Any], Any], sets: dict[str, tuple[Any, Any]]
+) -> tuple[int | None, dict[str, Any]]:
+    """One inference call and loss on two examples of each set, when the backend is made:
+    data that does not fit the model is named now. Returns the output width (classes) and
+    the labels to check against it."""
+    width, labels = None, {}
+    for split, (x, y) in sets.items():
+        try:
+            out = model(x[:2], training=False)
+            loss(y[:2], out)
+        except LCAError:
+            raise
+        except Exception as exc:
+            what = "evaluation" if split == "train" else "validation"
+            raise EvaluationDataError(
+                f"the model and loss cannot take the {what} data (inputs {x.shape}, targets "
+                f"{y.shape}): {type(exc).__name__}: {exc}. Give inputs and targets shaped as "
+                "in training."
+            ) from exc
+        if len(out.shape) == 2:
+            width, labels[split] = int(out.shape[-1]), y
+    return width, labels

@@ -10,7 +10,7 @@ from lca_jax import JaxBackend
 from lca_core import Snapshot
 from lca_core.layout import flat_vector
 
-from .keras_common import layout_of, per_example_loss
+from .keras_common import layout_of, per_example_loss, trial
 
 
 class KerasJaxBackend(JaxBackend):
@@ -39,6 +39,7 @@ class KerasJaxBackend(JaxBackend):
         self.model = model
         super().__init__(jax_loss, [v.value for v in model.trainable_variables], data, **options)
         self.layout = layout_of(model)
+        self.check_trial(*trial(model, loss, self.sets))
 
     def snapshot(self) -> Snapshot:
         # during fit, Keras' JAX trainer keeps the state outside the variables; attach it

@@ -19,7 +19,8 @@ from torch.func import functional_call
 
 from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
 from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
-from lca_core.errors import LossShapeError
+from lca_core.errors import EvaluationDataError, LCAError, LossShapeError
+from lca_core.evaluation_data import check_finite_inputs
 
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
@@ -73,13 +74,16 @@ def _as_chunks(data: Any, batch_size: int, device: torch.device) -> Chunks:
         if isinstance(data, torch.utils.data.TensorDataset):
             data = data.tensors
         if not (isinstance(data, Sequence) and len(data) == 2):
-            raise TypeError(
+            raise EvaluationDataError(
                 "evaluation data must be (inputs, targets) tensors, a TensorDataset or a "
                 f"finite DataLoader without shuffling; got {type(data).__name__}"
             )
         x, y = (torch.as_tensor(t) for t in data)
         if len(x) != len(y):
-            raise ValueError(f"evaluation inputs have {len(x)} samples but targets {len(y)}")
+            raise EvaluationDataError(
+                f"the evaluation set has {len(x)} inputs but {len(y)} targets; give one target "
+                "per input (inputs and targets of equal length, in the same order)"
+            )
         x, y = x.to(device), y.to(device)
         chunks = [
             (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
@@ -182,6 +186,47 @@ class TorchBackend(BackendBase):
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}
         self._dtype = dtypes.pop() if len(dtypes) == 1 else None
+        self._trial()
+
+    def _trial(self) -> None:
+        """Finite inputs, and one forward and loss on two examples of each set, now: data
+        that does not fit the model is named here, not as a diverged loss or an error deep
+        inside the first step."""
+        width = None
+        labels: dict[str, Any] = {}
+        for split, chunks in self.sets.items():
+            what = "evaluation" if split == "train" else "validation"
+            for x, _ in chunks:
+                tensors = x.values() if isinstance(x, Mapping) else [x]
+                for t in tensors:
+                    floating = isinstance(t, torch.Tensor) and t.is_floating_point()
+                    if floating and not bool(torch.isfinite(t).all()):  # on the device
+                        check_finite_inputs(t.detach().float().cpu().numpy(), what)
+            x, y = chunks[0]
+            head = {k: v[:2] for k, v in x.items()} if isinstance(x, Mapping) else x[:2]
+            try:
+                with torch.no_grad(), _evaluation_mode(self.model, self.bn_policy):
+                    tensors = {**self._buffers(None), **dict(self.model.named_parameters())}
+                    args, kwargs = ((), head) if isinstance(head, Mapping) else ((head,), {})
+                    out = functional_call(self.model, tensors, args, kwargs)
+                    self.loss_fn(out, y[:2] if y is not None else None)
+            except LCAError:
+                raise
+            except Exception as exc:
+                shape = (
+                    {k: tuple(v.shape) for k, v in head.items()}
+                    if isinstance(head, Mapping)
+                    else tuple(x.shape)
+                )
+                raise EvaluationDataError(
+                    f"the model and loss cannot take the {what} data (inputs {shape}): "
+                    f"{type(exc).__name__}: {exc}. Give inputs and targets shaped as in "
+                    "training."
+                ) from exc
+            if isinstance(out, torch.Tensor) and out.ndim == 2 and y is not None:
+                width = int(out.shape[1])
+                labels[split] = torch.cat([c[1] for c in chunks]).cpu().numpy()
+        self.check_trial(width, labels)
 
     # -- protocol -------------------------------------------------------------------------
     def policy(self) -> dict[str, Any]:

@@ -19,3 +19,13 @@ def new_figure(width: float = 7.0, height: float = 4.0) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def label(name: str) -> str:
+    """A layer or parameter name as matplotlib text: ``$`` literal, never TeX math (a
+    layer named ``a$b`` must not fail a figure)."""
+    return name.replace("$", r"\$")
+
+
+def labels(names: list[str] | tuple[str, ...]) -> list[str]:
+    return [label(n) for n in names]

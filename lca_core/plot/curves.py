@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from ..analysis import HelpingFractions, Reconstruction, helping_fractions, loss_reconstruction
 from ..run import Run
-from ._style import HELP, HURT, LOSS, ZERO, new_figure
+from ._style import HELP, HURT, LOSS, ZERO, label, new_figure
 
 
 def plot_loss_reconstruction(source: Run | Reconstruction, tol: float | None = None) -> Figure:
@@ -82,7 +82,7 @@ def plot_layer_curves(
     ax = fig.subplots()
     steps = np.arange(len(values))
     for j, name in enumerate(names):
-        ax.plot(steps, values[:, j], lw=1.2, label=name)
+        ax.plot(steps, values[:, j], lw=1.2, label=label(name))
     ax.axhline(0, color=ZERO, lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("cumulative LCA" if cumulative else "LCA per step")

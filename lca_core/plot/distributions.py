@@ -17,7 +17,7 @@ from ..analysis import (
 )
 from ..analysis._source import Source, param_blocks
 from ..run import Run
-from ._style import HELP, HURT, ZERO, new_figure
+from ._style import HELP, HURT, ZERO, labels, new_figure
 
 
 def lca_histogram(
@@ -77,7 +77,7 @@ def plot_helping_per_layer(source: Run | HelpingFractions) -> Figure:
     ax.bar(x - 0.2, helped, 0.4, color=HELP, label="helped (% of all)")
     ax.bar(x + 0.2, nonzero, 0.4, color=HELP, alpha=0.5, label="helped (% of nonzero)")
     ax.axhline(50, color=ZERO, ls=":", lw=1)
-    ax.set_xticks(x, h.layers, rotation=30 if len(h.layers) > 6 else 0)
+    ax.set_xticks(x, labels(h.layers), rotation=30 if len(h.layers) > 6 else 0)
     ax.set_ylim(0, 100)
     ax.set_ylabel("% of parameter-steps")
     ax.set_title("Helping per layer")
@@ -123,7 +123,7 @@ def plot_layer_totals(
     x = np.arange(len(names))
     ax.bar(x, values, yerr=errors, capsize=4, color=[HELP if v < 0 else HURT for v in values])
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0)
+    ax.set_xticks(x, labels(names), rotation=30 if len(names) > 6 else 0)
     ax.set_ylabel("Σ LCA over training")
     ax.set_title("Total LCA per layer" + (f" (mean ± std of {len(sources)} runs)" if many else ""))
     return fig

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from ..layout import ParamSpec
 from ..run import Run
-from ._style import LCA_CMAP, new_figure
+from ._style import LCA_CMAP, label, new_figure
 
 
 def as_image(values: np.ndarray, spec: ParamSpec) -> np.ndarray:
@@ -87,7 +87,7 @@ class HeatmapFigure:
             image = ax.imshow(
                 blank, cmap=LCA_CMAP, norm=norm, interpolation="nearest", aspect="auto"
             )
-            ax.set_title(spec.name, fontsize=9)
+            ax.set_title(label(spec.name), fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
             self.images.append(image)

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from ..analysis import Synchronization, synchronization
 from ..run import Run
-from ._style import HELP, HURT, LOSS, new_figure
+from ._style import HELP, HURT, LOSS, labels, new_figure
 
 
 def plot_synchronization(
@@ -33,7 +33,7 @@ def plot_synchronization(
     for row, name in enumerate(sync.names):
         peaks = np.asarray(sync.peaks[name])
         ax.scatter(peaks, np.full(len(peaks), row), marker="|", s=200, color=HELP)
-    ax.set_yticks(range(len(sync.names)), sync.names)
+    ax.set_yticks(range(len(sync.names)), labels(sync.names))
     ax.set_ylim(len(sync.names) - 0.5, -0.5)
     ax.set_xlim(-0.5, steps - 0.5)
     ax.set_xlabel("step")

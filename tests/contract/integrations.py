@@ -94,7 +94,7 @@ class FunctionSession(Session):
     def reference_loss(self) -> float:
         return float(self.mlp.loss_and_grad(self.theta0, self.x, self.y)[0])
 
-    def tracker(self, store=None, *, convention="mean", stochastic=False, **options):
+    def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
         from lca_core import FunctionBackend, Tracker
 
         fn = self.mlp.loss_and_grad
@@ -108,7 +108,7 @@ class FunctionSession(Session):
         val = options.pop("val_data", None)
         options.pop("batch_size", None)  # the numpy loss takes the whole set at once
         backend = FunctionBackend(
-            fn, self.theta, data=(self.x, self.y), val_data=val, layout=self.mlp.layout
+            fn, self.theta, data=data or (self.x, self.y), val_data=val, layout=self.mlp.layout
         )
         return Tracker(backend, store, **options)
 
@@ -137,7 +137,7 @@ class TorchSession(Session):
                 p.copy_(torch.from_numpy(np.ascontiguousarray(w)))
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
 
-    def tracker(self, store=None, *, convention="mean", stochastic=False, **options):
+    def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
         import torch
         from lca_torch import Tracker
         from torch import nn
@@ -146,7 +146,8 @@ class TorchSession(Session):
         loss_fn = (lambda out, y: ce(out, y) + 1e-3 * torch.rand(())) if stochastic else ce
         if "val_data" in options:
             options["val_data"] = tuple(torch.from_numpy(a) for a in options["val_data"])
-        return Tracker(self.model, loss_fn, (self.x, self.y), store, **options)
+        data = tuple(torch.from_numpy(a) for a in data) if data else (self.x, self.y)
+        return Tracker(self.model, loss_fn, data, store, **options)
 
     def train(self, tracker, steps):
         from torch import nn
@@ -188,11 +189,11 @@ class KerasSession(Session):
             return ce
         return lambda y, out: ce(y, out) + 1e-3 * self.noise()
 
-    def tracker(self, store=None, *, convention="mean", stochastic=False, **options):
+    def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
         from lca_tensorflow import Tracker
 
         loss = self.loss(convention, stochastic)
-        return Tracker(self.model, loss, (self.x, self.y), store, **options)
+        return Tracker(self.model, loss, data or (self.x, self.y), store, **options)
 
 
 class KerasTFSession(KerasSession):
@@ -276,7 +277,7 @@ class JaxSession(Session):
         out = h @ params["fc1"]["kernel"] + params["fc1"]["bias"]
         return optax.softmax_cross_entropy_with_integer_labels(out, y)
 
-    def tracker(self, store=None, *, convention="mean", stochastic=False, **options):
+    def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
         import jax
         from lca_jax import Tracker
 
@@ -293,7 +294,8 @@ class JaxSession(Session):
         if "val_data" in options:
             xv, yv = options["val_data"]
             options["val_data"] = (xv, yv.astype(np.int32))
-        return Tracker(loss, self.params, (self.x, self.y), store, **options)
+        data = (data[0], data[1].astype(np.int32)) if data else (self.x, self.y)
+        return Tracker(loss, self.params, data, store, **options)
 
     def train(self, tracker, steps):
         import jax

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 import lca_core
-from lca_core import NondeterministicLossError, Summary, UnknownOptionError, open_run, replay
+from lca_core import (
+    LCAError,
+    NondeterministicLossError,
+    Summary,
+    UnknownOptionError,
+    open_run,
+    replay,
+)
 from lca_core.contract import OPTIONS
 from tests.checks import assert_every_step_within_tol
 from tests.contract.integrations import installed, problem
@@ -173,3 +180,43 @@ def test_allocation_matches_a_finer_panel_oracle(integration, tmp_path):
         assert oracle.result.panels == 64
         error = run.layer_lca[t] - oracle.result.layer_lca
         assert np.all(np.abs(error) <= 1e-3), error
+
+
+def _bad(case: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = problem()
+    x, y = x.copy(), y.copy()
+    if case == "labels":
+        y[7] = y.max() + 5  # a class the model does not have
+    elif case == "nan":
+        x[3, 0] = np.nan
+    elif case == "shape":
+        x = x[:, :-1]
+    elif case == "length":
+        y = y[:-1]
+    return x, y
+
+
+BAD_DATA = {
+    "labels": r"labels|classes",
+    "nan": r"NaN or infinite.*index 3|NaN or infinite",
+    "shape": r"cannot take|does not fit",
+    "length": r"inputs but \d+ targets",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_evaluation_data_is_named_and_the_run_is_kept(integration, tmp_path, case):
+    """Each mistake in the data is an lca error saying what is wrong, raised before any
+    allocation, and a run written before it reopens unchanged."""
+    session = integration.session()
+    tracker = session.tracker(tmp_path / "run")
+    session.train(tracker, 2)
+    tracker.close()
+    before = open_run(tmp_path / "run")
+    losses, layer_lca = before.losses.copy(), before.layer_lca.copy()
+    with pytest.raises(LCAError, match=BAD_DATA[case]):
+        tracker = session.tracker(tmp_path / "run", data=_bad(case), resume=True)
+        session.train(tracker, 1)
+    after = open_run(tmp_path / "run")
+    np.testing.assert_array_equal(after.losses, losses)
+    np.testing.assert_array_equal(after.layer_lca, layer_lca)

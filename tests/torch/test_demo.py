@@ -40,5 +40,5 @@ def test_lca_demo_trains_writes_a_run_and_prints_the_summary(tmp_path, capsys):
 def test_demo_refuses_to_replace_a_directory_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
     assert main(["demo", "--out", str(tmp_path), "--steps", "2"]) == 2
-    assert "not an lca run; choose another --out" in capsys.readouterr().err
+    assert "not an lca run; lca never deletes what it did not write" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -169,7 +169,7 @@ def test_bad_evaluation_data_is_explained(digits):
         TorchBackend(model, ce, loader)
     with pytest.raises(EmptyEvaluationSetError, match="empty"):
         TorchBackend(model, ce, (x[:0], y[:0]))
-    with pytest.raises(ValueError, match="600 samples but targets 10"):
+    with pytest.raises(ValueError, match="600 inputs but 10 targets"):
         TorchBackend(model, ce, (x, y[:10]))
     with pytest.raises(ValueError, match="bn_policy"):
         TorchBackend(model, ce, (x, y), bn_policy="eval")
