@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorruptRunError, FormatVersionError, LCAError, NotARunError
+from .errors import CorruptRunError, LCAError
 from .layout import Layout
 from .lock import LCA_FILES
-from .store import COMMIT_KEY, FORMAT, FORMAT_VERSION, ArraySpec, array_specs
+from .store import COMMIT_KEY, ArraySpec, array_specs, require_group_file, run_meta
 
 #: metadata documents larger than this are not parsed
 MAX_METADATA_BYTES = 64 * 2**20
@@ -201,28 +201,10 @@ def check_array(
 
 def check_run(root: Path) -> Checked:
     """Everything a reader verifies before it reads a single value (see the module doc)."""
-    if not (root / "zarr.json").is_file():
-        raise NotARunError(
-            f"{root} is not an lca run (no zarr.json there); pass the directory a Tracker, "
-            "callback or `lca demo --out` wrote"
-        )
+    require_group_file(root)
     files = _walk(root) - set(LCA_FILES)
-    group = _json(root, "zarr.json")
-    attributes = group.get("attributes", {})
-    meta = attributes.get("lca") if isinstance(attributes, dict) else None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise NotARunError(
-            f"{root} is a zarr group but not an lca run (no 'lca' attributes); open a "
-            "directory written by lca, or record one with a Tracker"
-        )
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CorruptRunError(f"{root / 'zarr.json'}: the format version is {version!r}")
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{root} was written in run format {version}, newer than this lca reads "
-            f"({FORMAT_VERSION}); upgrade with `pip install -U loss-change-allocation`"
-        )
+    attributes = _json(root, "zarr.json").get("attributes", {})
+    meta, version = run_meta(root, attributes)
     counters = _counters(attributes, root / "zarr.json")
     layout = _layout(meta, root / "zarr.json")
     expected = _expected(meta, layout, counters, root / "zarr.json")

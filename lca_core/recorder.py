@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import MetadataError
 from .protocol import Backend, Evaluation
+from .run import open_run
 from .step import StepResult
 from .store import RunWriter, array_specs, is_run
 
@@ -78,6 +79,8 @@ class Recorder:
             "num_classes": num_classes,
         }
         mode = "a" if resume and is_run(store) else "w"
+        if mode == "a":
+            open_run(store)  # validates and reads the committed rows: never extend a damaged run
         self.writer = RunWriter(
             store, backend.layout, specs, attrs=attrs, mode=mode, overwrite=overwrite
         )

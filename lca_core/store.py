@@ -27,7 +27,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from .errors import FormatVersionError, LayoutMismatchError, NotARunError, RunExistsError
+from .errors import (
+    CorruptRunError,
+    FormatVersionError,
+    LayoutMismatchError,
+    NotARunError,
+    RunExistsError,
+)
 from .layout import Layout, common_dtype
 from .lock import LCA_FILES, WriterLock
 
@@ -145,25 +151,39 @@ def is_run(path: str | os.PathLike[str]) -> bool:
     return True
 
 
-def open_group(path: Path, mode: str) -> tuple[zarr.Group, dict[str, Any]]:
-    """Open a run's group and check it is an lca run of a format we can read."""
+def require_group_file(path: Path) -> None:
     if not (path / "zarr.json").is_file():
         raise NotARunError(
             f"{path} is not an lca run (no zarr.json there); pass the directory a Tracker, "
             "callback or `lca demo --out` wrote"
         )
-    group = zarr.open_group(str(path), mode=mode)
-    meta = group.attrs.get("lca")
+
+
+def run_meta(path: Path, attributes: Any) -> tuple[dict[str, Any], int]:
+    """The lca attributes of a run's group and its format version, checked: an lca run
+    of a format this lca reads."""
+    meta = attributes.get("lca") if isinstance(attributes, Mapping) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise NotARunError(f"{path} is a zarr group but not an lca run (no 'lca' attributes)")
+        raise NotARunError(
+            f"{path} is a zarr group but not an lca run (no 'lca' attributes); open a "
+            "directory written by lca, or record one with a Tracker"
+        )
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise NotARunError(f"{path} has no valid run format version ({version!r})")
+        raise CorruptRunError(f"{path / 'zarr.json'}: the format version is {version!r}")
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"{path} was written in run format {version}, newer than this lca reads "
             f"({FORMAT_VERSION}); upgrade with `pip install -U loss-change-allocation`"
         )
+    return meta, version
+
+
+def open_group(path: Path, mode: str) -> tuple[zarr.Group, dict[str, Any]]:
+    """Open a run's group and check it is an lca run of a format we can read."""
+    require_group_file(path)
+    group = zarr.open_group(str(path), mode=mode)
+    meta, _ = run_meta(path, dict(group.attrs))
     return group, meta
 
 
