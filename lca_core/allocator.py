@@ -81,9 +81,14 @@ class Allocator:
         self.rule, self.tol, self.max_panels = rule, float(tol), int(max_panels)
         self.record_only, self.strict = record_only, strict
         self.check_determinism = check_determinism
+        #: a subset's random groups (``eval_subset``): evaluated grouped, for error bars
+        self.subset = getattr(backend, "subset", None)
         splits = ("train", "val") if validation else ("train",)
         self.evaluate = CheckedEvaluator(
-            backend, splits, per_class=per_class, determinism_rtol=determinism_rtol
+            backend,
+            splits,
+            per_class=per_class or self.subset is not None,
+            determinism_rtol=determinism_rtol,
         )
         self.config = {
             "rule": rule,
@@ -97,6 +102,7 @@ class Allocator:
             "store_trajectory": store_trajectory or record_only,
             "record_only": record_only,
             "every": int(every),
+            "eval_subset": self.subset,
             "lca_version": __version__,
         }
         self.running = RunningSummary(self.layout.layers, budget)
@@ -185,6 +191,7 @@ class Allocator:
             drift=drift,
             tol=self.tol,
             gradient_passes=self.gradient_passes,
+            subset=self.subset,
         )
         return result, evals1
 

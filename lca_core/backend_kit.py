@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation_data import PaddedChunks, check_labels, infer_num_classes, pad_chunks
+from .evaluation_data import (
+    PaddedChunks,
+    check_labels,
+    infer_num_classes,
+    pad_chunks,
+    subset_index,
+)
 from .layout import Layout
 from .protocol import Backend, Evaluation, Snapshot
 
@@ -38,6 +44,9 @@ class BackendBase(Backend):
     layout: Layout
     num_classes: int | None = None
     splits: tuple[str, ...] = ("train",)
+    #: with ``eval_subset``: its size, the full size, seed, groups and their weights
+    subset: dict[str, Any] | None = None
+    _groups: Mapping[str, np.ndarray] = {}
 
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:
@@ -50,9 +59,52 @@ class BackendBase(Backend):
         inferred from the training set's integer labels."""
         self.sets = dict(sets)
         self.splits = tuple(self.sets)
-        self.num_classes = num_classes or (
-            infer_num_classes(labels) if labels is not None else None
-        )
+        check_labels(labels, num_classes)
+        self.num_classes = num_classes or infer_num_classes(labels)
+
+    # -- grouped evaluation: by class, or by random group of a subset (error bars) -----------
+    @property
+    def num_groups(self) -> int | None:
+        """Groups a grouped ("per-class") pass splits the set into: the classes, or on a
+        subset the random groups its error bars are estimated from."""
+        return self.subset["groups"] if self.subset else self.num_classes
+
+    def group_of(self, split: str) -> np.ndarray:
+        """The group of each example of ``split``, in the set's order."""
+        if split in self._groups:
+            return self._groups[split]
+        return np.asarray(self.labels(split), dtype=np.int64)
+
+    def labels(self, split: str) -> Any:
+        """The split's targets as a host array (array sets hold (inputs, targets))."""
+        return self.sets[split][1]
+
+    def take(self, split: str, index: np.ndarray) -> Any:
+        """The split restricted to ``index`` (array sets; a backend with its own set
+        format overrides this)."""
+        x, y = self.sets[split]
+        return x[index], y[index]
+
+    def use_subset(self, size: int | float, seed: int = 0, groups: int = 32) -> None:
+        """Evaluate a fixed, seeded, class-stratified subset of the training set, split into
+        random groups whose spread gives the standard error of every allocation."""
+        labels = self.labels("train")
+        total = len(labels)
+        index = subset_index(labels, total, size, seed)
+        groups = max(2, min(groups, len(index) // 2))
+        order = np.random.default_rng(seed + 1).permutation(len(index))
+        group_of = np.empty(len(index), dtype=np.int64)
+        group_of[order] = np.arange(len(index)) % groups
+        self.sets["train"] = self.take("train", index)
+        self._groups = {**self._groups, "train": group_of}
+        weights = np.bincount(group_of, minlength=groups) / len(index)
+        self.subset = {
+            "size": len(index),
+            "of": total,
+            "seed": seed,
+            "groups": groups,
+            "weights": weights.tolist(),
+        }
 
     def check_trial(self, width: int | None, labels: dict[str, Any]) -> None:
         """After a trial forward on a few examples: every split's integer labels fit the
@@ -67,7 +119,7 @@ class BackendBase(Backend):
         x, y = self.sets[split]
         batch = min(batch, len(x))
         if per_class:
-            return pad_chunks(x, y, batch, y.astype(np.int64), self.num_classes or 1)
+            return pad_chunks(x, y, batch, self.group_of(split), self.num_groups or 1)
         return pad_chunks(x, y, batch)
 
     def evaluate(
@@ -83,7 +135,7 @@ class BackendBase(Backend):
                 f"this backend has no {split!r} evaluation set (it holds {list(self.splits)}); "
                 "build it with val_data= for validation LCA"
             )
-        if per_class and not self.num_classes:
+        if per_class and not self.num_groups:
             raise ValueError("per-class evaluation needs labelled classification data")
         return self.evaluate_split(list(thetas), state, split, per_class)
 

@@ -37,6 +37,7 @@ OPTIONS: dict[str, Any] = {
     "resume": False,
     "overwrite": False,
     "val_data": None,
+    "eval_subset": None,
     "per_class": False,
     "store_params": False,
     "store_grads": False,
@@ -59,6 +60,8 @@ MEANING: dict[str, str] = {
     "resume": "continue the run already in store",
     "overwrite": "replace the run already in store",
     "val_data": "a validation set: also allocate its loss change (validation LCA)",
+    "eval_subset": "evaluate a seeded, class-stratified subset: n examples or a fraction; "
+    "every per-layer LCA gets a standard error (layer_lca_stderr)",
     "per_class": "also allocate the loss of each class (integer labels)",
     "store_params": "store per-parameter LCA (T × K float32)",
     "store_grads": "store the gradient at each θ_t (oscillation analysis)",
@@ -143,6 +146,11 @@ def check_allocation(
         raise ValueError(
             f"tol must be > 0 and max_panels ≥ {initial_panels(rule)} for {rule}; "
             f"got tol={tol}, max_panels={max_panels}"
+        )
+    if per_class and getattr(backend, "subset", None):
+        raise ValueError(
+            "per_class=True and eval_subset cannot be combined yet: the subset's error bars "
+            "use the grouped evaluation that per-class LCA uses. Choose one."
         )
     if per_class and not backend.num_classes:
         raise ValueError(

@@ -82,6 +82,31 @@ def infer_num_classes(labels: Any) -> int | None:
     return None
 
 
+def subset_index(labels: Any, total: int, size: int | float, seed: int = 0) -> np.ndarray:
+    """A fixed, seeded subset of ``total`` examples: ``size`` of them (or that fraction),
+    stratified by class when the labels are integer classes, sorted (the set's order)."""
+    if isinstance(size, float) and not isinstance(size, bool) and 0 < size <= 1:
+        size = max(1, round(size * total))
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= total:
+        raise ValueError(
+            f"eval_subset must be a number of examples in 1…{total} or a fraction in (0, 1], "
+            f"not {size!r}"
+        )
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels) if labels is not None else None
+    if y is None or y.ndim != 1 or y.dtype.kind not in "iu":
+        return np.sort(rng.choice(total, size, replace=False))
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts * size / total).astype(int)
+    extra = rng.choice(len(classes), size - quota.sum(), replace=False, p=counts / total)
+    quota[extra] += 1  # the remainder to classes drawn in proportion to their size
+    picked = [
+        rng.choice(np.flatnonzero(y == c), q, replace=False)
+        for c, q in zip(classes, quota, strict=True)
+    ]
+    return np.sort(np.concatenate(picked))
+
+
 class PaddedChunks(NamedTuple):
     """(chunks, B, ...) inputs and targets, (chunks, B) weights (1/N, 0 for padding) and
     the group (class) of each chunk, out of ``groups``."""

@@ -83,11 +83,13 @@ class FunctionBackend(BackendBase):
             loss, grad = self._fn(theta, x, y)
             return Evaluation(float(loss), np.asarray(grad, dtype=np.float64))
         # L = Σ_c (N_c/N)·L_c: the per-class passes add up to one pass over the set
-        assert self.num_classes is not None
-        class_losses = np.zeros(self.num_classes)
-        class_grads = np.zeros((self.num_classes, self.layout.size))
-        for c in range(self.num_classes):
-            mask = y == c
+        groups = self.num_groups
+        assert groups is not None
+        group_of = self.group_of(split)
+        class_losses = np.zeros(groups)
+        class_grads = np.zeros((groups, self.layout.size))
+        for c in range(groups):
+            mask = group_of == c
             if mask.any():
                 lc, gc = self._fn(theta, x[mask], y[mask])
                 w = mask.sum() / len(y)

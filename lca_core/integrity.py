@@ -154,6 +154,7 @@ def _expected(
         validation=bool(config.get("validation")),
         store_params=bool(config.get("store_params")),
         store_grads=bool(config.get("store_grads")),
+        stderr=config.get("eval_subset") is not None,
         store_trajectory=recorded,
         lca=allocated,
     )

@@ -3,6 +3,11 @@
 ``n`` counts sub-intervals of [0, 1]: trapezoid uses n ≥ 1, Simpson an even n ≥ 2 (n = 2 is
 the paper's "RK4" rule). Doubling n keeps every old node, so refinement only evaluates the
 n new odd nodes; :class:`NestedSum` keeps per-group gradient sums so memory stays constant.
+
+``auto`` picks per step: the trapezoid on the two endpoints first (one new gradient pass,
+since the start's gradient is known), and only when its residual — known exactly, because
+the endpoint losses come with the passes — exceeds ``tol``, Simpson on the same nodes plus
+the midpoint, refined as Simpson is. Never more passes than Simpson-first.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 
 from .protocol import Evaluation
 
-RULES: tuple[str, ...] = ("first_order", "trapezoid", "simpson")
+RULES: tuple[str, ...] = ("first_order", "trapezoid", "simpson", "auto")
 
 
 def check_rule(rule: str) -> str:
@@ -25,7 +30,7 @@ def check_rule(rule: str) -> str:
 
 def initial_panels(rule: str) -> int:
     """Sub-intervals a rule starts with: its cheapest form."""
-    return {"first_order": 1, "trapezoid": 1, "simpson": 2}[check_rule(rule)]
+    return {"first_order": 1, "trapezoid": 1, "simpson": 2, "auto": 1}[check_rule(rule)]
 
 
 def refinable(rule: str) -> bool:
@@ -61,7 +66,8 @@ def refinement_nodes(n: int) -> np.ndarray:
 
 
 def _check_n(rule: str, n: int) -> None:
-    check_rule(rule)
+    if check_rule(rule) == "auto":
+        raise ValueError("auto is trapezoid or Simpson, chosen per step; ask for either one")
     if n < 1 or (rule == "simpson" and n % 2) or (rule == "first_order" and n != 1):
         raise ValueError(f"{rule} cannot use {n} sub-intervals")
 
@@ -150,26 +156,49 @@ def integrate(
     Pure: ``evaluate`` supplies the gradients, so the rule is tested without a model.
     """
 
+    if rule == "auto":
+        first = evaluate([1.0])
+        trapezoid = _integral("trapezoid", start, delta, first)
+        if max_panels < 2 or max(map(abs, trapezoid.residuals.values())) <= tol:
+            return trapezoid
+        middle = evaluate([0.5])
+        rule, first = "simpson", {s: [*middle[s], *evs] for s, evs in first.items()}
+    else:
+        first = evaluate(first_nodes(rule))
+    integral = _integral(rule, start, delta, first)
+    n = initial_panels(rule)
+    while refinable(rule) and n < max_panels and max(map(abs, integral.residuals.values())) > tol:
+        for split, evs in evaluate(refinement_nodes(n).tolist()).items():
+            integral.grads[split].refine([e.grad for e in evs])
+            if (c := integral.class_grads[split]) is not None:
+                c.refine([e.class_grads for e in evs])
+        integral.residuals.update(
+            {
+                s: path_residual(start[s], integral.end[s], delta, g)
+                for s, g in integral.grads.items()
+            }
+        )
+        n *= 2
+    return integral
+
+
+def _integral(
+    rule: str,
+    start: Mapping[str, Evaluation],
+    delta: np.ndarray,
+    first: Mapping[str, list[Evaluation]],
+) -> PathIntegral:
+    """The rule's sums over its first nodes (interior ones, then s = 1), per split."""
+
     def nested(e0: Evaluation, evs: list[Evaluation], field: str) -> NestedSum:
         ends = getattr(e0, field), getattr(evs[-1], field)
         return NestedSum(rule, *ends, [getattr(e, field) for e in evs[:-1]])
 
-    first = evaluate(first_nodes(rule))
     end = {split: evs[-1] for split, evs in first.items()}
     grads = {s: nested(start[s], evs, "grad") for s, evs in first.items()}
     class_grads = {
         s: nested(start[s], evs, "class_grads") if start[s].class_grads is not None else None
         for s, evs in first.items()
     }
-
-    def residuals() -> dict[str, float]:
-        return {s: path_residual(start[s], end[s], delta, g) for s, g in grads.items()}
-
-    n = initial_panels(rule)
-    while refinable(rule) and n < max_panels and max(map(abs, residuals().values())) > tol:
-        for split, evs in evaluate(refinement_nodes(n).tolist()).items():
-            grads[split].refine([e.grad for e in evs])
-            if (c := class_grads[split]) is not None:
-                c.refine([e.class_grads for e in evs])
-        n *= 2
-    return PathIntegral(grads, class_grads, end, residuals())
+    residuals = {s: path_residual(start[s], end[s], delta, g) for s, g in grads.items()}
+    return PathIntegral(grads, class_grads, end, residuals)

@@ -69,6 +69,7 @@ class Recorder:
             store_params=self.store_params,
             store_trajectory=self.store_trajectory,
             store_grads=self.store_grads,
+            stderr=config.get("eval_subset") is not None,
             lca=not self.record_only,
         )
         attrs = {
@@ -138,6 +139,8 @@ class Recorder:
         }
         if self.store_params:
             row["param_lca"] = r.lca
+        if r.layer_lca_stderr is not None:
+            row["layer_lca_stderr"] = r.layer_lca_stderr
         if r.class_lca is not None:
             row["class_layer_lca"] = self.writer.layout.reduce_by_layer(r.class_lca)
         if r.val_residual is not None:

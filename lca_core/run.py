@@ -112,6 +112,12 @@ class Run:
         return self.array("layer_lca")
 
     @property
+    def layer_lca_stderr(self) -> np.ndarray:
+        """Standard error of each layer's LCA as an estimate of the full evaluation set's,
+        (T, n_layers); only runs with ``eval_subset`` have it."""
+        return self.array("layer_lca_stderr")
+
+    @property
     def residuals(self) -> np.ndarray:
         """ΔL − Σ LCA of each step (excluding buffer drift), (T,)."""
         return self.array("residuals")

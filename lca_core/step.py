@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +32,9 @@ class StepResult:
     class_lca: np.ndarray | None = None
     val_residual: float | None = None
     val_layer_lca: np.ndarray | None = None
+    #: with ``eval_subset``: the standard error of each layer's LCA as an estimate of the
+    #: full set's (from the spread of the subset's random groups)
+    layer_lca_stderr: np.ndarray | None = None
 
     @property
     def pct_helped(self) -> float:
@@ -47,11 +52,16 @@ def step_result(
     drift: float,
     tol: float,
     gradient_passes: int,
+    subset: Mapping[str, Any] | None = None,
 ) -> StepResult:
     """The step's allocation from its path integral; converged when every split's
-    residual is within ``tol``."""
+    residual is within ``tol``. On a subset the grouped gradients give standard errors."""
     lca = delta * integral.grads["train"].value()
-    class_sum = integral.class_grads["train"]
+    grouped = integral.class_grads["train"]
+    stderr = None
+    if subset is not None and grouped is not None:
+        stderr = layer_stderr(layout.reduce_by_layer(delta * grouped.value()), subset)
+        grouped = None  # random groups, not classes: nothing to store per class
     val = integral.grads.get("val")
     return StepResult(
         step=step,
@@ -65,7 +75,23 @@ def step_result(
         gradient_passes=gradient_passes,
         layer_lca=layout.reduce_by_layer(lca),
         layer_counts=sign_counts(lca, layout),
-        class_lca=delta * class_sum.value() if class_sum is not None else None,
+        class_lca=delta * grouped.value() if grouped is not None else None,
         val_residual=integral.residuals["val"] if val is not None else None,
         val_layer_lca=layout.reduce_by_layer(delta * val.value()) if val is not None else None,
+        layer_lca_stderr=stderr,
     )
+
+
+def layer_stderr(group_layer_lca: np.ndarray, subset: Mapping[str, Any]) -> np.ndarray:
+    """Standard error of each layer's LCA on a subset as an estimate of the full set's.
+
+    The LCA is a mean over examples, so the subset's is a sample mean: with group parts
+    P_g = w_g·a_g (w_g = n_g/n, Σ_g P_g = the layer's LCA), SE² = G/(G−1)·Σ_g (P_g − w_g·Ā)²
+    times the finite-population correction 1 − n/N.
+    """
+    weights = np.asarray(subset["weights"], dtype=np.float64)[:, None]
+    total = group_layer_lca.sum(axis=0)
+    spread = ((group_layer_lca - weights * total) ** 2).sum(axis=0)
+    groups = len(weights)
+    fpc = 1.0 - subset["size"] / subset["of"]
+    return np.sqrt(groups / (groups - 1) * spread * fpc)

@@ -85,6 +85,7 @@ def array_specs(
     store_params: bool = False,
     store_trajectory: bool = False,
     store_grads: bool = False,
+    stderr: bool = False,
     lca: bool = True,
 ) -> list[ArraySpec]:
     """The arrays a run holds for the chosen options (DESIGN §3)."""
@@ -103,6 +104,8 @@ def array_specs(
         ]
         if store_params:
             specs.append(ArraySpec("param_lca", (k,), "float32"))
+        if stderr:
+            specs.append(ArraySpec("layer_lca_stderr", (n_layers,), "float64"))
         if num_classes:
             specs += [
                 ArraySpec("class_losses", (num_classes,), "float64"),

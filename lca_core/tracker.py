@@ -52,6 +52,12 @@ class Tracker:
         self._setup(backend, opts)
 
     def _setup(self, backend: Backend, opts: dict[str, Any]) -> None:
+        if opts["eval_subset"] is not None:
+            if not hasattr(backend, "use_subset"):
+                raise ValueError(
+                    "eval_subset needs a backend built on lca_core.backend_kit.BackendBase"
+                )
+            backend.use_subset(opts["eval_subset"])
         self.backend = backend
         self.options = opts
         self.every = int(opts["every"])

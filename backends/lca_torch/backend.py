@@ -95,16 +95,20 @@ def _as_chunks(data: Any, batch_size: int, device: torch.device) -> Chunks:
     return chunks
 
 
-def _split_by_class(chunks: Chunks, num_classes: int, batch_size: int) -> list[Chunks]:
+def _split_by_group(
+    chunks: Chunks, group_of: np.ndarray, groups: int, batch_size: int
+) -> list[Chunks]:
+    """The set partitioned into groups (classes, or a subset's random groups), in chunks."""
     x = torch.cat([c[0] for c in chunks])
     y = torch.cat([c[1] for c in chunks])
+    index = torch.from_numpy(group_of).to(x.device)
     out = []
-    for c in range(num_classes):
-        xc, yc = x[y == c], y[y == c]
+    for g in range(groups):
+        xg, yg = x[index == g], y[index == g]
         out.append(
             [
-                (xc[i : i + batch_size], yc[i : i + batch_size])
-                for i in range(0, len(xc), batch_size)
+                (xg[i : i + batch_size], yg[i : i + batch_size])
+                for i in range(0, len(xg), batch_size)
             ]
         )
     return out
@@ -228,6 +232,24 @@ class TorchBackend(BackendBase):
                 labels[split] = torch.cat([c[1] for c in chunks]).cpu().numpy()
         self.check_trial(width, labels)
 
+    # -- sets as chunks on the device ------------------------------------------------------------
+    def labels(self, split: str) -> Any:
+        ys = [y for _, y in self.sets[split]]
+        if not all(isinstance(y, torch.Tensor) for y in ys):
+            return np.zeros(sum(_length(x) for x, _ in self.sets[split]), dtype=np.int64)
+        return torch.cat(ys).cpu().numpy()
+
+    def take(self, split: str, index: np.ndarray) -> Chunks:
+        chunks, b = self.sets[split], self.batch_size
+        at = torch.from_numpy(index).to(self.device)
+        self._n = len(index)
+        if isinstance(chunks[0][0], Mapping):  # dict batches: every tensor indexed alike
+            xs = {k: torch.cat([c[0][k] for c in chunks])[at] for k in chunks[0][0]}
+            return [({k: v[i : i + b] for k, v in xs.items()}, None) for i in range(0, len(at), b)]
+        x = torch.cat([c[0] for c in chunks])[at]
+        y = torch.cat([c[1] for c in chunks])[at]
+        return [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
+
     # -- protocol -------------------------------------------------------------------------
     def policy(self) -> dict[str, Any]:
         return {
@@ -307,11 +329,14 @@ class TorchBackend(BackendBase):
         if not per_class:
             return Evaluation(*self._pass(leaves, state, chunks, total))
         # per class: the set partitioned by label, one pass in total (Σ_c parts = whole)
-        assert self.num_classes is not None
+        groups = self.num_groups
+        assert groups is not None
         if split not in self._by_class:
-            self._by_class[split] = _split_by_class(chunks, self.num_classes, self.batch_size)
-        losses = np.zeros(self.num_classes)
-        grads = np.zeros((self.num_classes, self.layout.size))
+            self._by_class[split] = _split_by_group(
+                chunks, self.group_of(split), groups, self.batch_size
+            )
+        losses = np.zeros(groups)
+        grads = np.zeros((groups, self.layout.size))
         for c, class_chunks in enumerate(self._by_class[split]):
             if class_chunks:
                 losses[c], grads[c] = self._pass(leaves, state, class_chunks, total)

@@ -147,7 +147,8 @@ ANALYSES: tuple[Analysis, ...] = (
                 "LCA per layer over training",
                 "Each layer's summed allocation per step: downward spikes are the moments a "
                 "layer learned the most; values above zero mean the layer's motion raised the "
-                "loss.",
+                "loss. A run on an evaluation subset shows each step's 95 % interval for the "
+                "full set as a band.",
                 lambda run, _, __: _plot().plot_layer_curves(run),
             ),
             FigureSpec(

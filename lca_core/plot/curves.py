@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from scipy import stats
 
 from ..analysis import HelpingFractions, Reconstruction, helping_fractions, loss_reconstruction
 from ..run import Run
@@ -70,9 +71,14 @@ def plot_helping_over_loss(
 def plot_layer_curves(
     source: Run | np.ndarray, layers: list[str] | None = None, cumulative: bool = False
 ) -> Figure:
-    """Per-layer LCA per step (or cumulative): when did each layer learn?"""
+    """Per-layer LCA per step (or cumulative): when did each layer learn? A run on an
+    ``eval_subset`` shows each step's 95 % interval for the full set as a band."""
+    band = None
     if isinstance(source, Run):
         values, names = source.layer_lca, source.layers
+        if source.has("layer_lca_stderr") and not cumulative:
+            groups = source.config["eval_subset"]["groups"]
+            band = stats.t.ppf(0.975, groups - 1) * source.layer_lca_stderr
     else:
         values = np.asarray(source)
         names = layers or [f"layer{j}" for j in range(values.shape[1])]
@@ -82,7 +88,10 @@ def plot_layer_curves(
     ax = fig.subplots()
     steps = np.arange(len(values))
     for j, name in enumerate(names):
-        ax.plot(steps, values[:, j], lw=1.2, label=label(name))
+        (line,) = ax.plot(steps, values[:, j], lw=1.2, label=label(name))
+        if band is not None:
+            low, high = values[:, j] - band[:, j], values[:, j] + band[:, j]
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
     ax.axhline(0, color=ZERO, lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("cumulative LCA" if cumulative else "LCA per step")

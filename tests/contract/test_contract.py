@@ -220,3 +220,17 @@ def test_bad_evaluation_data_is_named_and_the_run_is_kept(integration, tmp_path,
     after = open_run(tmp_path / "run")
     np.testing.assert_array_equal(after.losses, losses)
     np.testing.assert_array_equal(after.layer_lca, layer_lca)
+
+
+def test_eval_subset_gives_error_bars_in_every_framework(integration, tmp_path):
+    session = integration.session()
+    tracker = session.tracker(tmp_path / "run", eval_subset=0.5)
+    session.train(tracker, 3)
+    tracker.close()
+    run = open_run(tmp_path / "run")
+    subset = run.config["eval_subset"]
+    n = len(problem()[1])
+    assert subset["size"] == n // 2 and subset["of"] == n
+    assert run.layer_lca_stderr.shape == run.layer_lca.shape
+    assert np.all(run.layer_lca_stderr > 0) and np.all(np.isfinite(run.layer_lca_stderr))
+    assert_every_step_within_tol(run)  # Σ A = ΔL on the subset, as on any set

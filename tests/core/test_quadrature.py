@@ -107,3 +107,51 @@ def test_integrate_is_exact_on_a_cubic_with_simpson_and_never_refines():
     )
     assert calls == [[0.5, 1.0]] and out.panels == 2
     assert abs(out.residuals["train"]) < 1e-9
+
+
+def asking(fn, theta0, delta, asked):
+    def evaluate(new_nodes):
+        asked.append(list(new_nodes))
+        return {"train": [Evaluation(*fn(theta0 + s * delta)) for s in new_nodes]}
+
+    return evaluate
+
+
+def test_auto_stops_at_the_trapezoid_on_a_quadratic_and_moves_to_simpson_on_a_cubic():
+    """A quadratic loss has a linear gradient: the trapezoid is exact with one new pass. A
+    cubic's is not: auto adds the midpoint and Simpson is exact — two passes, as Simpson."""
+    curved = cubic(0, 4)
+    theta0, delta = np.zeros(4), np.ones(4)
+
+    a = np.diag([1.0, 2.0, 3.0, 4.0])
+    square = lambda t: (0.5 * t @ a @ t, a @ t)  # noqa: E731
+    asked: list[list[float]] = []
+    start = {"train": Evaluation(*square(theta0))}
+    out = integrate(
+        "auto", start, delta, asking(square, theta0, delta, asked), tol=1e-12, max_panels=64
+    )
+    assert asked == [[1.0]] and out.panels == 1 and abs(out.residuals["train"]) < 1e-12
+    asked.clear()
+    start = {"train": Evaluation(*curved(theta0))}
+    out = integrate(
+        "auto", start, delta, asking(curved, theta0, delta, asked), tol=1e-9, max_panels=64
+    )
+    assert asked == [[1.0], [0.5]] and out.panels == 2 and abs(out.residuals["train"]) < 1e-9
+
+
+@given(st.integers(0, 10**6), st.integers(1, 5), st.floats(0.1, 3.0))
+def test_auto_never_asks_more_than_simpson_and_meets_the_same_tolerance(seed, k, scale):
+    x, y = logistic_data(seed % 5, n=60, d=k)
+    rng = np.random.default_rng(seed)
+    theta0, delta = rng.normal(size=k + 1), scale * rng.normal(size=k + 1)
+    fn = lambda t: logistic(t, x, y)  # noqa: E731
+    start = {"train": Evaluation(*fn(theta0))}
+    counts = {}
+    for rule in ("auto", "simpson"):
+        asked: list[list[float]] = []
+        out = integrate(
+            rule, start, delta, asking(fn, theta0, delta, asked), tol=1e-6, max_panels=64
+        )
+        counts[rule] = sum(map(len, asked))
+        assert abs(out.residuals["train"]) <= 1e-6 or out.panels == 64
+    assert counts["auto"] <= counts["simpson"]
