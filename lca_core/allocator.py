@@ -26,6 +26,7 @@ from .contract import (
     DEFAULT_TOL,
     check_allocation,
 )
+from .cost import LOG, CostMeter, Forecast
 from .errors import NonFiniteError
 from .evaluator import CheckedEvaluator
 from .protocol import Backend, Evaluation, Snapshot
@@ -115,6 +116,11 @@ class Allocator:
                 self.running.restore(committed)
         self._step = self.recorder.steps if self.recorder is not None else 0
         self._point: _Point | None = None
+        self.cost = CostMeter()
+        #: tracked steps the whole run will have, when the trainer knows (for the forecast)
+        self.expected_steps: int | None = None
+        #: the cost forecast, logged once after the second allocated step
+        self.forecast: Forecast | None = None
 
     def _as_snapshot(self, snapshot: Snapshot | np.ndarray | None) -> Snapshot:
         if snapshot is None:
@@ -126,6 +132,10 @@ class Allocator:
 
     def start(self, snapshot: Snapshot | np.ndarray | None = None) -> float:
         """Evaluate the starting point θ_0 (or the point a resumed run continues from)."""
+        with self.cost.measure():
+            return self._start(snapshot)
+
+    def _start(self, snapshot: Snapshot | np.ndarray | None) -> float:
         snap = self._as_snapshot(snapshot)
         theta = np.asarray(snap.theta, dtype=np.float64)
         evals: dict[str, Evaluation] = {}
@@ -145,6 +155,24 @@ class Allocator:
     ) -> StepResult | None:
         """Allocate the step from the current point to ``snapshot`` (default: the model now);
         in record-only mode store the new point and return None."""
+        with self.cost.measure():
+            result = self._advance(snapshot, step_index)
+        if result is not None:
+            self.cost.mark_step(self.gradient_passes)
+            if self.forecast is None:
+                self.forecast = self.cost.forecast(self._steps_ahead())
+                if self.forecast is not None:
+                    LOG.info("%s", self.forecast)
+        return result
+
+    def _steps_ahead(self) -> int | None:
+        if self.expected_steps is None:
+            return None
+        return max(self.expected_steps - self._step, 0)
+
+    def _advance(
+        self, snapshot: Snapshot | np.ndarray | None, step_index: int | None
+    ) -> StepResult | None:
         if self._point is None:
             raise RuntimeError("call start() before the first optimizer step")
         new = self._as_snapshot(snapshot)
@@ -207,7 +235,9 @@ class Allocator:
     def summary(self) -> Summary:
         """Loss change vs Σ LCA, budget used, unconverged steps, % helped, per-layer totals."""
         recorded = self._step if self.record_only else 0
-        return self.running.summary(self.gradient_passes, recorded)
+        return self.running.summary(
+            self.gradient_passes, recorded, self.cost.lca_seconds, self.cost.training_seconds
+        )
 
     def flush(self) -> None:
         if self.recorder is not None:
@@ -218,7 +248,11 @@ class Allocator:
         cumulative residual is over budget (after the data is safely written)."""
         summary = self.summary()
         if self.recorder is not None:
-            self.recorder.close(self.gradient_passes)
+            self.recorder.close(
+                gradient_passes=self.gradient_passes,
+                lca_seconds=summary.lca_seconds,
+                training_seconds=summary.training_seconds,
+            )
         if self.strict and not self.record_only:
             enforce_budget(summary)
         return summary

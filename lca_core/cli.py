@@ -81,20 +81,33 @@ def load_setup(spec: str) -> Any:
     return fn()
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    """Allocate the steps of a record-only run (resumable: rerun to continue)."""
+def setup_backend(args: argparse.Namespace) -> Any:
+    """The backend a ``--setup`` file describes: a ready one, or a tuple for ``--backend``."""
     from .registry import create_backend
-    from .replay import replay
 
     made = load_setup(args.setup)
+    if not isinstance(made, tuple):
+        return made
     backend_options = {"batch_size": args.batch_size} if args.batch_size else {}
-    if isinstance(made, tuple):
-        backend = create_backend(*made, backend=args.backend, **backend_options)
-    else:  # a ready backend
-        backend = made
+    return create_backend(*made, backend=args.backend, **backend_options)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """Time gradient passes of a model/data pair and forecast what tracking would cost."""
+    from .estimate import estimate
+
+    result = estimate(setup_backend(args), steps=args.steps, eval_subset=args.eval_subset)
+    print(result.table())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Allocate the steps of a record-only run (resumable: rerun to continue)."""
+    from .replay import replay
+
     summary = replay(
         args.run,
-        backend,
+        setup_backend(args),
         out=args.out,
         progress=not args.no_progress,
         rule=args.rule,
@@ -186,6 +199,23 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=24, help="frames of the report's animation")
 
 
+def _estimate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", help="backend name (see `lca info`); default: detected")
+    parser.add_argument(
+        "--setup",
+        required=True,
+        help="FILE.py[:FUNCTION] returning a backend, or the arguments of --backend's "
+        "constructor as a tuple (model, loss_fn, data) — as for `lca replay`",
+    )
+    parser.add_argument("--steps", type=int, help="optimizer steps to forecast for")
+    parser.add_argument("--eval-subset", type=_size, help="examples (or a fraction) per pass")
+    parser.add_argument("--batch-size", type=int, help="examples per evaluation chunk")
+
+
+def _size(text: str) -> int | float:
+    return float(text) if "." in text else int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lca", description="Loss Change Allocation: which parameters made a network learn."
@@ -203,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
             "allocate a record-only run's steps later, with any backend (resumable)",
             cmd_replay,
             _replay_arguments,
+        ),
+        "estimate": (
+            "forecast what tracking a model would cost, from timed gradient passes",
+            cmd_estimate,
+            _estimate_arguments,
         ),
         "analyze": (
             "the paper's analyses of a run: a table, and JSON on request",

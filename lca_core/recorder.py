@@ -151,6 +151,7 @@ class Recorder:
     def flush(self) -> None:
         self.writer.flush()
 
-    def close(self, gradient_passes: int) -> None:
-        self.writer.update_attrs(gradient_passes=gradient_passes)
+    def close(self, **totals: Any) -> None:
+        """Record the run's totals (passes, seconds) with it, then give the run up."""
+        self.writer.update_attrs(**totals)
         self.writer.close()

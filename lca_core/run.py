@@ -207,9 +207,21 @@ class Run:
             layer_counts=self.layer_counts if allocated else np.zeros((0, n, 3), np.int64),
             layers=self.layers,
             budget=float(self.config.get("budget", DEFAULT_BUDGET)),
-            gradient_passes=int(passes) if passes is not None else None,
+            gradient_passes=int(passes) if _count(passes) else None,
             recorded_steps=self.recorded_steps if self.config.get("record_only") else 0,
+            lca_seconds=_seconds(self._meta.get("lca_seconds")),
+            training_seconds=_seconds(self._meta.get("training_seconds")),
         )
+
+
+def _seconds(value: Any) -> float | None:
+    """A stored duration, if it is one (the store is not trusted)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    return float(value) if ok else None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def open_run(path: str | os.PathLike[str]) -> Run:

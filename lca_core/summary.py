@@ -64,6 +64,10 @@ class Summary:
     layers: Mapping[str, float] = field(default_factory=dict)
     gradient_passes: int | None = None
     recorded_steps: int = 0
+    #: wall seconds spent allocating, and training between the allocated steps (measured,
+    #: so two summaries of one run compare equal without them)
+    lca_seconds: float | None = field(default=None, compare=False)
+    training_seconds: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", MappingProxyType(dict(self.layers)))
@@ -115,6 +119,16 @@ class Summary:
                 5,
                 ("Σ buffer drift", f"{self.sum_drift:+.2e}", "loss change from buffers, not θ"),
             )
+        if self.lca_seconds is not None:
+            ratio = self.lca_seconds / self.training_seconds if self.training_seconds else None
+            rows.append(
+                (
+                    "time in LCA",
+                    f"{self.lca_seconds:.3g} s"
+                    + (f" ({ratio:.2g}× the training time)" if ratio is not None else ""),
+                    "measured overhead: eval_subset, every, rule='auto' cut it",
+                )
+            )
         if self.gradient_passes is not None:
             rows.append(
                 (
@@ -149,6 +163,8 @@ def summarize(
     budget: float,
     gradient_passes: int | None = None,
     recorded_steps: int = 0,
+    lca_seconds: float | None = None,
+    training_seconds: float | None = None,
 ) -> Summary:
     """The summary from the always-stored arrays (shared by runs and live allocators)."""
     steps = len(residuals)
@@ -176,6 +192,8 @@ def summarize(
         layers={name: float(v) for name, v in zip(layers, totals, strict=True)} if steps else {},
         gradient_passes=gradient_passes,
         recorded_steps=recorded_steps,
+        lca_seconds=lca_seconds,
+        training_seconds=training_seconds,
     )
 
 
@@ -212,7 +230,13 @@ class RunningSummary:
         self.layer_lca = committed["layer_lca"].sum(axis=0)
         self.layer_counts = committed["layer_counts"].sum(axis=0)
 
-    def summary(self, gradient_passes: int | None = None, recorded_steps: int = 0) -> Summary:
+    def summary(
+        self,
+        gradient_passes: int | None = None,
+        recorded_steps: int = 0,
+        lca_seconds: float | None = None,
+        training_seconds: float | None = None,
+    ) -> Summary:
         return summarize(
             losses=np.asarray(self.losses),
             layer_lca=self.layer_lca[None],
@@ -224,4 +248,6 @@ class RunningSummary:
             budget=self.budget,
             gradient_passes=gradient_passes,
             recorded_steps=recorded_steps,
+            lca_seconds=lca_seconds,
+            training_seconds=training_seconds,
         )

@@ -124,7 +124,10 @@ class Tracker:
         self._last_theta = np.asarray(snap.theta)
         if self.optimizer_steps % self.every:
             return None
+        had_forecast = self.allocator.forecast is not None
         result = self.allocator.advance(snap, step_index=self.optimizer_steps - 1)
+        if self.allocator.forecast is not None and not had_forecast and not self._bar.disable:
+            self._bar.write(str(self.allocator.forecast))
         if result is not None:
             self.last = result
             self._bar.set_postfix(

@@ -370,9 +370,14 @@ def apply(run, mutation):
             place = a["lca_commit"] if target in ("lca", "trajectory", "lca_started") else a["lca"]
             place[target] = value
 
-        return attrs(edit)(run)
+        try:
+            return attrs(edit)(run)
+        except (ValueError, KeyError, TypeError):  # an earlier mutation broke the JSON
+            return None
     path = run / target
     data = path.read_bytes()
+    if not data:
+        return None
     if kind == "truncate":
         path.write_bytes(data[: value % max(len(data), 1)])
     elif kind == "flip":
