@@ -147,6 +147,17 @@ class Tracker:
             )
 
     @property
+    def expected_steps(self) -> int | None:
+        """Optimizer steps the whole run will take, when the trainer knows (callbacks set
+        it): the cost forecast then projects the total."""
+        steps = self.allocator.expected_steps
+        return steps * self.every if steps is not None else None
+
+    @expected_steps.setter
+    def expected_steps(self, steps: int | None) -> None:
+        self.allocator.expected_steps = steps // self.every if steps else None
+
+    @property
     def gradient_passes(self) -> int:
         """Full evaluation-set gradient passes made so far (the cost of LCA)."""
         return self.allocator.gradient_passes

@@ -32,6 +32,9 @@ class LCACallback(LCACallbackBase, keras.callbacks.Callback):
     # -- keras hooks ----------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.tracker = Tracker(self.model, self.loss_fn, self.data, **self.opts)
+        steps, epochs = self.params.get("steps"), self.params.get("epochs")
+        if steps and epochs:
+            self.tracker.expected_steps = steps * epochs
         self._epoch: list[StepResult] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

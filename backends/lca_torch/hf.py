@@ -74,6 +74,8 @@ class LCACallback(LCACallbackBase, TrainerCallback):
             opts["batch_size"] = args.per_device_eval_batch_size
         data = self._loader(opts["batch_size"], train_dataloader)
         self.tracker = Tracker(model, self.loss_fn or model_loss, data, **opts)
+        if state.max_steps and state.max_steps > 0:
+            self.tracker.expected_steps = state.max_steps
 
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -38,6 +38,9 @@ class LCACallback(LCACallbackBase, Callback):
                 "or give the LightningModule a `loss_fn` attribute"
             )
         self.tracker = Tracker(pl_module, loss_fn, self.data, **self.opts)
+        steps = trainer.estimated_stepping_batches
+        if isinstance(steps, int) and steps > 0:
+            self.tracker.expected_steps = steps
 
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer

@@ -33,6 +33,8 @@ def test_fit_with_the_callback_allocates_every_step(digits, tmp_path):
         [run.layer_lca[:6].sum(), run.layer_lca[6:].sum()], rel=1e-6
     )
     assert cb.tracker.backend.traces == 2  # train and validation set: once each, never again
+    assert cb.tracker.expected_steps == 12  # from fit's steps × epochs, for the forecast
+    assert cb.tracker.allocator.forecast.steps_ahead == 10
 
 
 @pytest.mark.parametrize("bn_policy", ["batch", "running"])

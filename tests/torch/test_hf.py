@@ -56,6 +56,7 @@ def test_trainer_train_with_the_callback_adds_up(tmp_path, accumulate):
     model, trainer = train(tmp_path, [callback], accumulate)
     run = open_run(tmp_path / "run")
     assert run.steps == 6  # one optimizer step = one LCA step, whatever the accumulation
+    assert callback.tracker.expected_steps == trainer.state.max_steps == 6
     summary = callback.summary()
     assert summary.steps == 6 and summary.loss_change < 0  # the pattern is being learned
     assert summary.budget_used < 0.01

@@ -47,6 +47,7 @@ def test_one_optimizer_step_is_one_lca_step(digits, tmp_path, accumulate):
     trainer.fit(Module(), loader)
     run = open_run(tmp_path / "run")
     assert run.steps == trainer.global_step == len(loader) // accumulate
+    assert callback.tracker.expected_steps == trainer.estimated_stepping_batches
     assert callback.summary().budget_used < 0.01
     assert run.layers == ["net.fc1", "net.fc2", "net.fc3"]
     assert_every_step_within_tol(run)
