@@ -68,8 +68,8 @@ def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
     rows = ratio_rows(measure, quick, steps)
     notes = (
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; "
-        f"median of {steps} steps. 'ratio' = median LCA step ÷ (2 × median pass), goal "
-        "≤ 1.10."
+        f"median of {steps} steps. 'ratio' = median LCA step ÷ (mean passes per step × "
+        "median pass), goal ≤ 1.10."
     )
     return (
         "PyTorch: LCA step vs two hand-written gradient passes",

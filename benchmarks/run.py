@@ -11,6 +11,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
+    "rules": "bench_rules:run_rules",
+    "subsets": "bench_rules:run_subsets",
     "core": "bench_core",
     "torch": "bench_torch",
     "jax": "bench_jax",
@@ -40,8 +42,9 @@ def main() -> int:
     sys.path.insert(0, str(HERE))
     (HERE / "results").mkdir(exist_ok=True)
     for name in args.names:
-        module = importlib.import_module(BENCHMARKS[name])
-        title, header, rows, notes = module.run(quick=args.quick)
+        module_name, _, function = BENCHMARKS[name].partition(":")
+        module = importlib.import_module(module_name)
+        title, header, rows, notes = getattr(module, function or "run")(quick=args.quick)
         text = markdown(title, header, rows, notes)
         print(text)
         (HERE / "results" / f"{name}.md").write_text(text)

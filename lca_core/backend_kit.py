@@ -113,14 +113,20 @@ class BackendBase(Backend):
         for split, y in labels.items():
             check_labels(y, width, "evaluation" if split == "train" else "validation")
 
-    def padded(self, split: str, per_class: bool, batch: int) -> PaddedChunks:
+    def padded(self, split: str, per_class: bool, batch: int, multiple: int = 1) -> PaddedChunks:
         """A held (inputs, targets) split in fixed chunks of ``batch`` (at most the set),
         class-pure for a per-class pass: what compiled passes (jit, tf.function) scan."""
         x, y = self.sets[split]
-        batch = min(batch, len(x))
-        if per_class:
-            return pad_chunks(x, y, batch, self.group_of(split), self.num_groups or 1)
-        return pad_chunks(x, y, batch)
+
+        def fit(n: int) -> int:  # at most ``batch``, a multiple of ``multiple`` (devices)
+            return max(multiple, -(-min(batch, n) // multiple) * multiple)
+
+        if not per_class:
+            return pad_chunks(x, y, fit(len(x)))
+        group_of = self.group_of(split)
+        # each group is padded to whole chunks: no chunk larger than the largest group
+        largest = int(np.bincount(group_of).max())
+        return pad_chunks(x, y, fit(largest), group_of, self.num_groups or 1)
 
     def evaluate(
         self,

@@ -50,7 +50,8 @@ OPTIONS: dict[str, Any] = {
 #: what each option means, for the docs table and error messages
 MEANING: dict[str, str] = {
     "store": "run directory to write (None: keep only the summary in memory)",
-    "rule": "quadrature rule: 'simpson' (paper), 'trapezoid' or 'first_order'",
+    "rule": "quadrature rule: 'simpson' (paper), 'auto' (trapezoid, Simpson when needed), "
+    "'trapezoid' or 'first_order'",
     "tol": "per-step residual tolerance in nats; steps above it are refined",
     "max_panels": "most quadrature sub-intervals a step is refined to",
     "budget": "allowed |Σ residual| / |ΔL| for the whole run",

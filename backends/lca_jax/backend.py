@@ -250,8 +250,8 @@ class JaxBackend(BackendBase):
         """The split's padded chunks on the device(s), built once."""
         key = (split, per_class)
         if key not in self._chunks:
-            batch = min(self.batch_size, self._fit_batch(len(self.sets[split][0])))
-            self._chunks[key] = make_chunks(self.padded(split, per_class, batch), self._sharding)
+            padded = self.padded(split, per_class, self.batch_size, len(self.devices))
+            self._chunks[key] = make_chunks(padded, self._sharding)
         return self._chunks[key]
 
     # -- protocol -------------------------------------------------------------------------
