@@ -85,7 +85,7 @@ class BackendBase(Backend):
         x, y = self.sets[split]
         return x[index], y[index]
 
-    def use_subset(self, size: int | float, seed: int = 0, groups: int = 32) -> None:
+    def use_subset(self, size: int | float, seed: int = 0, groups: int = 16) -> None:
         """Evaluate a fixed, seeded, class-stratified subset of the training set, split into
         random groups whose spread gives the standard error of every allocation."""
         labels = self.labels("train")
