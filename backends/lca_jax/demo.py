@@ -48,6 +48,7 @@ def train(exp: Experiment) -> Summary:
 
     val = (data.xv, data.yv.astype(np.int32))
     tracker = Tracker(loss_fn, params, (data.x, y), exp.out, val_data=val, **exp.options)
+    tracker.expected_steps = exp.args.steps  # the forecast projects the whole run
     for idx in exp.batches:
         new_params, opt_state = step(params, opt_state, data.x[idx], y[idx])
         tracker.update(params, new_params)
