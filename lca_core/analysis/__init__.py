@@ -18,10 +18,12 @@ from .helping import (
 )
 from .layers import (
     Concentration,
+    Generalization,
     LayerTotals,
     RunComparison,
     compare_runs,
     concentration,
+    generalization,
     gini,
     layer_totals,
     neuron_totals,
@@ -39,6 +41,7 @@ __all__ = [
     "Analysis",
     "Concentration",
     "FigureSpec",
+    "Generalization",
     "HelpingFractions",
     "LayerTotals",
     "Oscillations",
@@ -60,6 +63,7 @@ __all__ = [
     "first_order_residuals",
     "fit_weibull",
     "format_analysis",
+    "generalization",
     "gini",
     "helping_fractions",
     "layer_totals",

@@ -143,3 +143,23 @@ def compare_runs(
         t_statistic=np.asarray(test.statistic, dtype=np.float64),
         p_hurts=np.asarray(test.pvalue, dtype=np.float64),
     )
+
+
+@dataclass
+class Generalization(Result):
+    """Per layer: Σ LCA of the evaluation loss and of the validation loss (paper §4's use
+    of validation LCA: which layers' learning carries over, which overfit)."""
+
+    layers: list[str]
+    train: np.ndarray  # (L,)
+    validation: np.ndarray  # (L,)
+    carried_over: np.ndarray  # (L,) validation ÷ train: the share that generalised
+
+
+def generalization(run: Run) -> Generalization:
+    """Needs a run recorded with ``val_data``."""
+    train = run.layer_lca.sum(axis=0)
+    validation = run.array("val_layer_lca").sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        carried = np.where(train != 0, validation / train, np.nan)
+    return Generalization(list(run.layers), train, validation, carried)

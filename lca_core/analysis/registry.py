@@ -22,7 +22,7 @@ from ..run import Run
 from . import text
 from .accuracy import accuracy
 from .helping import helping_fractions, parameter_helping
-from .layers import concentration, layer_totals
+from .layers import concentration, generalization, layer_totals
 from .moments import class_synchronization, synchronization
 from .oscillations import oscillations
 from .reconstruction import loss_reconstruction
@@ -49,7 +49,8 @@ def _animation(run: Run, frames: int) -> bytes:
     plot = _plot()
     with tempfile.TemporaryDirectory() as tmp:
         steps = plot.frame_steps(run, max_frames=frames)
-        return plot.animate_lca(run, Path(tmp) / "lca.gif", steps, dpi=70).read_bytes()
+        gif = plot.animate_lca(run, Path(tmp) / "lca.gif", steps, dpi=70, scale="frame")
+        return gif.read_bytes()
 
 
 #: draws a figure from the run, the analysis' result and the animation's frame budget;
@@ -162,6 +163,25 @@ ANALYSES: tuple[Analysis, ...] = (
         ),
     ),
     Analysis(
+        "generalization",
+        "Evaluation vs validation LCA per layer (which layers generalise)",
+        lambda run, _: generalization(run),
+        requires=("val_layer_lca",),
+        text=text.generalization,
+        figures=(
+            FigureSpec(
+                "validation",
+                "Training-set vs validation LCA per layer (paper §4)",
+                "Each layer's cumulative allocation of the evaluation-set loss (solid) and of "
+                "the validation loss (dashed), the same steps allocated on both sets. Lines "
+                "that fall together: the layer's learning generalises. A dashed line that "
+                "flattens or rises while the solid one keeps falling: the layer is fitting the "
+                "training data only (overfitting).",
+                lambda run, _, __: _plot().plot_train_vs_validation(run),
+            ),
+        ),
+    ),
+    Analysis(
         "parameter_helping",
         "Fraction of steps each parameter helped",
         lambda run, _: parameter_helping(run),
@@ -258,8 +278,10 @@ ANALYSES: tuple[Analysis, ...] = (
                 "heatmaps",
                 "Per-parameter LCA, animated (paper Fig 2)",
                 "Every weight of every layer, frame by frame: green helped, red hurt, white did "
-                "not change the loss. Convolution kernels are tiled by output (rows) × input "
-                "channel (columns).",
+                "not change the loss. Each frame has its own colour scale (its 99th percentile "
+                "of |LCA|), so late, small steps are as visible as early, large ones: compare "
+                "colours within a frame, not across frames. Convolution kernels are tiled by "
+                "output (rows) × input channel (columns).",
                 lambda run, _, frames: _animation(run, frames),
             ),
         ),

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
-from .curves import plot_helping_over_loss, plot_layer_curves, plot_loss_reconstruction
+from .curves import (
+    plot_helping_over_loss,
+    plot_layer_curves,
+    plot_loss_reconstruction,
+    plot_train_vs_validation,
+)
 from .distributions import (
     lca_histogram,
     plot_helping_per_layer,
@@ -29,4 +34,5 @@ __all__ = [
     "plot_loss_reconstruction",
     "plot_parameter_helping",
     "plot_synchronization",
+    "plot_train_vs_validation",
 ]

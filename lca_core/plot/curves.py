@@ -68,6 +68,33 @@ def plot_helping_over_loss(
     return fig
 
 
+def plot_train_vs_validation(run: Run) -> Figure:
+    """Per layer, the cumulative LCA of the evaluation loss (solid) and of the validation
+    loss (dashed): where the dashed line stops following, the layer's learning no longer
+    carries over to unseen data."""
+    train = np.cumsum(run.layer_lca, axis=0)
+    validation = np.cumsum(run.array("val_layer_lca"), axis=0)
+    steps = np.arange(1, len(train) + 1)
+    fig = new_figure(7, 4)
+    ax = fig.subplots()
+    for j, name in enumerate(run.layers):
+        (line,) = ax.plot(steps, train[:, j], lw=1.5, label=f"{label(name)}: evaluation set")
+        ax.plot(
+            steps,
+            validation[:, j],
+            lw=1.5,
+            ls="--",
+            color=line.get_color(),
+            label=f"{label(name)}: validation set",
+        )
+    ax.axhline(0, color=ZERO, lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cumulative LCA (negative = lowered the loss)")
+    ax.set_title("What each layer's learning did to the evaluation and the validation loss")
+    ax.legend(loc="lower left", fontsize=8, ncols=2)
+    return fig
+
+
 def plot_layer_curves(
     source: Run | np.ndarray, layers: list[str] | None = None, cumulative: bool = False
 ) -> Figure:

@@ -24,7 +24,8 @@ def lca_histogram(
     source: Source, bins_per_decade: int = 8, decades: float = 12.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Streamed counts of helping (−A) and hurting (A) magnitudes on log-spaced bins spanning
-    ``decades`` below the largest; smaller nonzero magnitudes are counted in the first bin."""
+    ``decades`` below the largest; smaller nonzero magnitudes are left out (not piled into
+    the first bin, where they would look like a peak)."""
     hi = 0.0
     for block in param_blocks(source):
         if block.size:
@@ -39,15 +40,26 @@ def lca_histogram(
     edges[-1] = max(edges[-1], hi)
     neg, pos = np.zeros(len(edges) - 1, np.int64), np.zeros(len(edges) - 1, np.int64)
     for block in param_blocks(source):
-        neg += np.histogram(np.clip(-block[block < 0], edges[0], None), edges)[0]
-        pos += np.histogram(np.clip(block[block > 0], edges[0], None), edges)[0]
+        neg += np.histogram(-block[block < 0], edges)[0]
+        pos += np.histogram(block[block > 0], edges)[0]
     return edges, neg, pos
+
+
+def below_range(source: Source, low: float) -> tuple[int, int]:
+    """Helping and hurting allocations too small for the histogram's range."""
+    neg = pos = 0
+    for block in param_blocks(source):
+        small = (block != 0) & (np.abs(block) < low)
+        neg += int((small & (block < 0)).sum())
+        pos += int((small & (block > 0)).sum())
+    return neg, pos
 
 
 def plot_lca_distribution(source: Source) -> Figure:
     """Fig 3b: distribution of LCA values, zeros excluded: helping magnitudes to the left
     (green), hurting to the right (red), both on log axes."""
     edges, neg, pos = lca_histogram(source)
+    below = below_range(source, edges[0])
     fig = new_figure(8, 3.8)
     left, right = fig.subplots(1, 2, sharey=True)
     left.stairs(neg, edges, color=HELP, fill=True, alpha=0.75)
@@ -56,13 +68,15 @@ def plot_lca_distribution(source: Source) -> Figure:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(edges[0], edges[-1])
-    left.invert_xaxis()
-    left.set_xlabel("|LCA| of helping values")
-    right.set_xlabel("LCA of hurting values")
+    left.set_xlabel("size of a helping allocation, |LCA| (larger → right)")
+    right.set_xlabel("size of a hurting allocation, LCA (larger → right)")
     left.set_ylabel("count of (parameter, step)")
-    left.set_title(f"helped: {neg.sum():,}", color=HELP)
-    right.set_title(f"hurt: {pos.sum():,}", color=HURT)
-    fig.suptitle("Distribution of LCA values (zeros excluded)")
+    left.set_title(f"helped: {neg.sum() + below[0]:,} allocations", color=HELP)
+    right.set_title(f"hurt: {pos.sum() + below[1]:,} allocations", color=HURT)
+    fig.suptitle(
+        f"Distribution of LCA values (zeros left out, and {sum(below):,} values smaller "
+        f"than {edges[0]:.0e})"
+    )
     return fig
 
 

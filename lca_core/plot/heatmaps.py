@@ -57,10 +57,24 @@ def frame_steps(
 
 
 class HeatmapFigure:
-    """One figure holding a heatmap per parameter; :meth:`show` draws a given step."""
+    """One figure holding a heatmap per parameter; :meth:`show` draws a given step.
 
-    def __init__(self, run: Run, steps: Sequence[int], params: Sequence[str] | None = None):
-        self.run = run
+    ``scale="run"``: one colour scale for every frame (the 99th percentile of |LCA| over the
+    frames), so frames compare — but early, large steps can wash out later ones. ``"frame"``:
+    each frame on its own 99th percentile, so every step is visible; compare colours within a
+    frame only. Every panel of a frame shares the scale either way.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        steps: Sequence[int],
+        params: Sequence[str] | None = None,
+        scale: str = "run",
+    ):
+        if scale not in ("run", "frame"):
+            raise ValueError(f"scale must be 'run' or 'frame', not {scale!r}")
+        self.run, self.scale = run, scale
         names = list(params) if params is not None else [p.name for p in run.layout.params]
         self.specs = [run.layout.param(n) for n in names]
         cols = min(len(self.specs), 4)
@@ -79,8 +93,8 @@ class HeatmapFigure:
                 ]
             )
         )
-        limit = float(np.percentile(block, 99)) or float(block.max()) or 1.0
-        norm = Normalize(-limit, limit)  # one scale for every panel: one colour bar is true
+        limit = _limit(block)
+        self.norm = norm = Normalize(-limit, limit)  # every panel shares it: one colour bar
         self.images = []
         for ax, spec in zip(axes, self.specs, strict=False):
             blank = as_image(np.zeros(spec.shape), spec)
@@ -100,9 +114,19 @@ class HeatmapFigure:
         self.title = self.figure.suptitle("")
 
     def show(self, step: int) -> None:
-        for image, spec in zip(self.images, self.specs, strict=True):
-            image.set_data(as_image(self.run.param_lca(spec.name, slice(step, step + 1))[0], spec))
-        self.title.set_text(f"per-parameter LCA — step {step} of {self.run.steps}")
+        values = [self.run.param_lca(spec.name, slice(step, step + 1))[0] for spec in self.specs]
+        if self.scale == "frame":
+            limit = _limit(np.abs(np.concatenate([np.ravel(v) for v in values])))
+            self.norm.vmin, self.norm.vmax = -limit, limit
+        for image, spec, v in zip(self.images, self.specs, values, strict=True):
+            image.set_data(as_image(v, spec))
+        scale = " (colour scale of this frame)" if self.scale == "frame" else ""
+        self.title.set_text(f"per-parameter LCA — step {step} of {self.run.steps}{scale}")
+
+
+def _limit(magnitudes: np.ndarray) -> float:
+    """The colour scale's half-width: the 99th percentile of |LCA| (the max if that is 0)."""
+    return float(np.percentile(magnitudes, 99)) or float(magnitudes.max()) or 1.0
 
 
 def plot_lca_heatmaps(run: Run, step: int, params: Sequence[str] | None = None) -> Figure:
@@ -120,9 +144,10 @@ def animate_lca(
     params: Sequence[str] | None = None,
     fps: int = 8,
     dpi: int = 80,
+    scale: str = "run",
 ) -> Path:
     """Render Fig 2 frame by frame into an animated GIF (or MP4 when ``path`` ends in .mp4
-    and ffmpeg is installed). Returns the path written."""
+    and ffmpeg is installed); ``scale`` as in :class:`HeatmapFigure`. Returns the path."""
     path = Path(path)
     frames = frame_steps(run, steps)
     if not frames:
@@ -133,7 +158,7 @@ def animate_lca(
         writer: animation.AbstractMovieWriter = animation.FFMpegWriter(fps=fps)
     else:
         writer = animation.PillowWriter(fps=fps)
-    heat = HeatmapFigure(run, frames, params)
+    heat = HeatmapFigure(run, frames, params, scale)
     with writer.saving(heat.figure, str(path), dpi):
         for t in frames:
             heat.show(t)

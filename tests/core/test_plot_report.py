@@ -63,7 +63,11 @@ def test_distribution_counts_every_nonzero_value(run_path):
     assert f"{(values < 0).sum():,}" in left.get_title()
     assert f"{(values > 0).sum():,}" in right.get_title()
     edges, neg, pos = P.lca_histogram(run)
-    assert neg.sum() == (values < 0).sum() and pos.sum() == (values > 0).sum()
+    below_neg, below_pos = P.distributions.below_range(run, edges[0])
+    assert neg.sum() + below_neg == (values < 0).sum()
+    assert pos.sum() + below_pos == (values > 0).sum()
+    tiny = (values != 0) & (np.abs(values) < edges[0])
+    assert below_neg + below_pos == tiny.sum()
     assert edges[-1] >= np.abs(values).max()
 
 
@@ -88,7 +92,7 @@ def test_synchronisation_raster_marks_every_peak(run_path):
     ticks = sum(len(c.get_offsets()) for c in ax.collections)
     assert ticks == sum(len(p) for p in sync.peaks.values())
     assert [t.get_text() for t in ax.get_yticklabels()] == run.layers
-    assert f"{sync.count} synchronised" in ax.get_title()
+    assert f"learns at once at {sync.count} steps" in ax.get_title()
 
 
 def test_conv_kernels_are_tiled_by_output_and_input_channel():
@@ -148,6 +152,7 @@ def test_report_is_self_contained_with_every_figure(report):
     assert text.count('src="data:image/gif;base64,') == 1
     assert "Not available" not in text
     assert "budget used" in text and "helped, zeros ignored" in text
+    assert "gradient passes" in text and "time in LCA" in text  # every terminal row
 
 
 def test_report_says_what_a_bare_run_lacks(tmp_path):
@@ -201,3 +206,36 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), dtype=float)
     assert shot.shape[0] > 3000  # the whole page, every figure stacked
     assert shot.std() > 20 and (shot < 128).mean() > 0.01  # not blank: text and figures
+
+
+def test_validation_lca_has_its_analysis_text_and_figure(run_path):
+    """The fixture run is recorded with validation data: its per-layer totals on both sets,
+    the share carried over, a plain-language line, and the train-vs-validation figure."""
+    run = open_run(run_path)
+    g = A.generalization(run)
+    np.testing.assert_allclose(g.train, run.layer_lca.sum(0))
+    np.testing.assert_allclose(g.validation, run.array("val_layer_lca").sum(0))
+    np.testing.assert_allclose(g.carried_over, g.validation / g.train)
+    text = A.format_analysis(A.analyze(run))
+    assert "carried over" in text and "overfits" in text
+    ax = P.plot_train_vs_validation(run).axes[0]
+    assert len(ax.lines) == 2 * len(run.layers) + 1  # solid + dashed per layer, the zero line
+    val_first_layer = np.cumsum(run.array("val_layer_lca")[:, 0])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), val_first_layer)
+
+
+def test_per_frame_colour_scale_shows_every_step(run_path):
+    """With one scale for the run, a late frame's small values are near white; with a
+    per-frame scale each frame's 99th percentile sets its own range."""
+    run = open_run(run_path)
+    heat = P.heatmaps.HeatmapFigure(run, [0, run.steps - 1], scale="frame")
+    late = np.abs(
+        np.concatenate(
+            [run.param_lca(s.name, slice(run.steps - 1, run.steps)).ravel() for s in heat.specs]
+        )
+    )
+    heat.show(run.steps - 1)
+    assert heat.norm.vmax == pytest.approx(np.percentile(late, 99))
+    assert "colour scale of this frame" in heat.title.get_text()
+    with pytest.raises(ValueError, match="scale must be"):
+        P.heatmaps.HeatmapFigure(run, [0], scale="global")
