@@ -20,6 +20,7 @@ from .evaluation_data import (
     check_labels,
     infer_num_classes,
     pad_chunks,
+    set_name,
     subset_index,
 )
 from .layout import Layout
@@ -111,7 +112,7 @@ class BackendBase(Backend):
         model's ``width`` output classes (a label outside them is named now, not later as
         a NaN loss or an index error deep in the framework)."""
         for split, y in labels.items():
-            check_labels(y, width, "evaluation" if split == "train" else "validation")
+            check_labels(y, width, set_name(split))
 
     def padded(self, split: str, per_class: bool, batch: int, multiple: int = 1) -> PaddedChunks:
         """A held (inputs, targets) split in fixed chunks of ``batch`` (at most the set),

@@ -32,6 +32,11 @@ def check_evaluation_data(
     return x, y
 
 
+def set_name(split: str) -> str:
+    """How messages name a split: the evaluation set ("train") or the validation set."""
+    return "evaluation" if split == "train" else "validation"
+
+
 def check_finite_inputs(x: Any, what: str = "evaluation") -> None:
     """Refuse NaN or infinite inputs by name (else they surface as a diverged loss)."""
     arr = np.asarray(x)

@@ -103,6 +103,11 @@ class Layout:
         index = {name: i for i, name in enumerate(self.layers)}
         return np.array([index[p.layer] for p in self.params], dtype=np.int64)
 
+    @cached_property
+    def layer_sizes(self) -> np.ndarray:
+        """Parameters in each layer of :attr:`layers` (from the specs: no K-long array)."""
+        return np.bincount(self.param_layer, weights=np.diff(self.offsets)).astype(np.int64)
+
     def param(self, name: str) -> ParamSpec:
         try:
             return self.params[self._names[name]]
@@ -199,5 +204,5 @@ def sign_counts(lca: np.ndarray, layout: Layout) -> np.ndarray:
     """(…, K) allocations → (…, layers, 3) parameters that helped (A < 0), hurt (A > 0) and
     were zero: the one definition of the counts behind every helped / hurt share."""
     helped, hurt = layout.reduce_by_layer(np.stack([lca < 0, lca > 0]).astype(np.int64))
-    sizes = layout.reduce_by_layer(np.ones(layout.size, dtype=np.int64))
+    sizes = np.broadcast_to(layout.layer_sizes, helped.shape)
     return np.stack([helped, hurt, sizes - helped - hurt], axis=-1)

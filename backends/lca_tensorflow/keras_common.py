@@ -9,6 +9,7 @@ import keras
 
 from lca_core import Layout, ParamSpec
 from lca_core.errors import EvaluationDataError, LCAError
+from lca_core.evaluation_data import set_name
 
 
 def _short(path: str, model: keras.Model) -> str:
@@ -58,7 +59,7 @@ def trial(
         except LCAError:
             raise
         except Exception as exc:
-            what = "evaluation" if split == "train" else "validation"
+            what = set_name(split)
             raise EvaluationDataError(
                 f"the model and loss cannot take the {what} data (inputs {x.shape}, targets "
                 f"{y.shape}): {type(exc).__name__}: {exc}. Give inputs and targets shaped as "

@@ -20,7 +20,7 @@ from torch.func import functional_call
 from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
 from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
 from lca_core.errors import EvaluationDataError, LCAError, LossShapeError
-from lca_core.evaluation_data import check_finite_inputs
+from lca_core.evaluation_data import check_finite_inputs, set_name
 
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
@@ -182,7 +182,6 @@ class TorchBackend(BackendBase):
         sets = {"train": _as_chunks(data, self.batch_size, self.device)}
         if val_data is not None:
             sets["val"] = _as_chunks(val_data, self.batch_size, self.device)
-        self._n = sum(_length(x) for x, _ in sets["train"])
         labelled = all(isinstance(y, torch.Tensor) for _, y in sets["train"])
         labels = torch.cat([y for _, y in sets["train"]]).cpu().numpy() if labelled else None
         self.hold_sets(sets, labels, num_classes)
@@ -199,7 +198,7 @@ class TorchBackend(BackendBase):
         width = None
         labels: dict[str, Any] = {}
         for split, chunks in self.sets.items():
-            what = "evaluation" if split == "train" else "validation"
+            what = set_name(split)
             for x, _ in chunks:
                 tensors = x.values() if isinstance(x, Mapping) else [x]
                 for t in tensors:
@@ -242,7 +241,6 @@ class TorchBackend(BackendBase):
     def take(self, split: str, index: np.ndarray) -> Chunks:
         chunks, b = self.sets[split], self.batch_size
         at = torch.from_numpy(index).to(self.device)
-        self._n = len(index)
         if isinstance(chunks[0][0], Mapping):  # dict batches: every tensor indexed alike
             xs = {k: torch.cat([c[0][k] for c in chunks])[at] for k in chunks[0][0]}
             return [({k: v[i : i + b] for k, v in xs.items()}, None) for i in range(0, len(at), b)]
@@ -257,7 +255,7 @@ class TorchBackend(BackendBase):
             "torch_version": torch.__version__,
             "batchnorm": self.bn_policy if self._has_bn else None,
             "eval_batch_size": self.batch_size,
-            "eval_samples": self._n,
+            "eval_samples": sum(_length(x) for x, _ in self.sets["train"]),
             "device": str(self.device),
             "dropout": "off",
         }
