@@ -17,6 +17,8 @@ BENCHMARKS = {
     "torch": "bench_torch",
     "jax": "bench_jax",
     "tensorflow": "bench_tensorflow",
+    "memory": "bench_scale:run_memory",
+    "ddp": "bench_scale:run_ddp",
 }
 
 

@@ -3,10 +3,12 @@ passes run afterwards (elsewhere, on other hardware, resumably) with `replay`.
 
     python examples/record_then_replay.py [--steps 60] [--out RUN]
 
-The same from the command line: `lca replay RUN --backend torch --setup FILE.py`. (Ray
-workers for replay are not part of lca yet: replay runs in this process.)
+With Ray installed (`pip install "loss-change-allocation[ray]"`) the steps are computed by
+Ray tasks on a local Ray (or a cluster: `address=`); without it, in this process. The same
+from the command line: `lca replay RUN --backend torch --setup FILE.py [--ray [ADDRESS]]`.
 """
 
+import importlib.util
 from collections import OrderedDict
 
 import torch
@@ -35,4 +37,6 @@ print(recorder.close())  # steps recorded, nothing allocated yet
 
 # later: any backend over the same architecture and evaluation data allocates the steps
 backend = TorchBackend(model, loss_fn, (x_eval, y_eval))
-print(replay(args.out, backend, progress=False))
+executor = "ray" if importlib.util.find_spec("ray") else None  # the same run either way
+print(f"replaying with {executor or 'this process'}")
+print(replay(args.out, backend, progress=False, executor=executor, workers=2))

@@ -9,6 +9,7 @@ from ._version import __version__
 from .allocator import Allocator
 from .errors import (
     BudgetExceededError,
+    DistributedError,
     EmptyEvaluationSetError,
     FormatVersionError,
     LayoutMismatchError,
@@ -34,6 +35,7 @@ __all__ = [
     "Allocator",
     "Backend",
     "BudgetExceededError",
+    "DistributedError",
     "EmptyEvaluationSetError",
     "Evaluation",
     "FormatVersionError",

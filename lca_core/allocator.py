@@ -154,9 +154,15 @@ class Allocator:
         self, snapshot: Snapshot | np.ndarray | None = None, step_index: int | None = None
     ) -> StepResult | None:
         """Allocate the step from the current point to ``snapshot`` (default: the model now);
-        in record-only mode store the new point and return None."""
-        with self.cost.measure():
-            result = self._advance(snapshot, step_index)
+        in record-only mode store the new point and return None. If the step fails, the
+        steps already allocated are committed first: a failure costs only its own step."""
+        try:
+            with self.cost.measure():
+                result = self._advance(snapshot, step_index)
+        except BaseException:
+            if self.recorder is not None:
+                self.recorder.flush()
+            raise
         if result is not None:
             self.cost.mark_step(self.gradient_passes)
             if self.forecast is None:
@@ -188,6 +194,21 @@ class Allocator:
             self.recorder.append(np.asarray(new.theta), evals1 or None, result)
         self._step += 1
         return result
+
+    def record(
+        self, snapshot: Snapshot, evals: dict[str, Evaluation], result: StepResult, passes: int
+    ) -> None:
+        """Take a step allocated elsewhere (by a worker of a parallel replay, from the
+        current point): the running summary and the store continue as if allocated here."""
+        if self._point is None:
+            raise RuntimeError("call start() before recording allocated steps")
+        theta = np.asarray(snapshot.theta, dtype=np.float64)
+        self.evaluate.passes += passes
+        self.running.add(result)
+        self._point = _Point(snapshot, theta, evals)
+        if self.recorder is not None:
+            self.recorder.append(np.asarray(snapshot.theta), evals, result)
+        self._step += 1
 
     def _allocate(
         self, new: Snapshot, theta1: np.ndarray, step_index: int | None
@@ -222,6 +243,13 @@ class Allocator:
             subset=self.subset,
         )
         return result, evals1
+
+    @property
+    def point_evaluations(self) -> dict[str, Evaluation]:
+        """The evaluations (one per split) at the current point of the trajectory."""
+        if self._point is None:
+            raise RuntimeError("no current point: call start() first")
+        return self._point.evals
 
     @property
     def gradient_passes(self) -> int:

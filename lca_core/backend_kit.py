@@ -47,6 +47,9 @@ class BackendBase(Backend):
     splits: tuple[str, ...] = ("train",)
     #: with ``eval_subset``: its size, the full size, seed, groups and their weights
     subset: dict[str, Any] | None = None
+    #: whether this process writes the run: in a data-parallel job every process evaluates
+    #: its shard and gets the same allocation, and only one (rank 0) writes
+    writes: bool = True
     _groups: Mapping[str, np.ndarray] = {}
 
     @classmethod

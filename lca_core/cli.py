@@ -114,6 +114,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         tol=args.tol,
         per_class=args.per_class,
         store_params=args.store_params,
+        executor=None if args.ray is None else "ray",
+        workers=args.workers,
+        address=args.ray or None,
     )
     print(summary)
     return 0
@@ -136,10 +139,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render the one-page HTML report of a run."""
-    from .report import write_report
+    from .report import save_figures, write_report
 
     out = write_report(args.run, args.output, frames=args.frames, seed=args.seed, force=args.force)
     print(f"report written to {out}")
+    if args.figures:
+        saved = save_figures(args.run, args.figures, seed=args.seed, force=args.force)
+        print(f"{len(saved)} figures written to {args.figures}/ (PNG)")
     return 0
 
 
@@ -151,6 +157,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, default=24, help="frames of the animation")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
+    parser.add_argument(
+        "--figures", metavar="DIR", help="also write every still figure as DIR/NAME.png"
+    )
 
 
 def _analyze_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +188,17 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", action="store_true", help="also per-class LCA")
     parser.add_argument("--store-params", action="store_true", help="store per-parameter LCA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="compute the steps as Ray tasks: on a local Ray, or on the cluster at ADDRESS "
+        '(pip install "loss-change-allocation[ray]")',
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="Ray tasks at a time (with --ray; default 2)"
+    )
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:

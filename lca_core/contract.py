@@ -160,7 +160,7 @@ def check_allocation(
         )
     if validation and "val" not in backend.splits:
         raise ValueError("validation=True needs a backend built with validation data")
-    if record_only and store is None:
+    if record_only and store is None and getattr(backend, "writes", True):
         raise ValueError("record_only=True needs a store directory to record θ_t into")
 
 

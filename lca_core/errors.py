@@ -73,3 +73,7 @@ class MetadataError(LCAError, TypeError):
 
 class EvaluationDataError(LCAError, ValueError):
     """The evaluation data does not fit the model or the loss (shape, labels, NaN inputs)."""
+
+
+class DistributedError(LCAError, RuntimeError):
+    """A process of a data-parallel job failed or timed out during LCA's evaluation."""

@@ -16,15 +16,19 @@ from .store import is_run
 #: written at the start of every file lca produces, so lca knows it may replace it
 HTML_MARK = '<meta name="generator" content="lca">'
 JSON_MARK = '{"generator": "lca"'
+#: a PNG text chunk (``savefig(..., metadata=PNG_METADATA)``) that marks a figure lca drew
+PNG_METADATA = {"Software": "lca"}
+_PNG_MARK = b"tEXtSoftware\x00lca"
 
 
 def _written_by_lca(path: Path) -> bool:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, "rb") as f:
             head = f.read(4096)
     except OSError:
         return False
-    return HTML_MARK in head or head.startswith(JSON_MARK)
+    text = head.decode("utf-8", errors="replace")
+    return HTML_MARK in text or text.startswith(JSON_MARK) or _PNG_MARK in head
 
 
 def check_output(path: str | os.PathLike[str], *, force: bool = False) -> Path:

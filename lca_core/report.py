@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ._version import __version__
 from .analysis import ANALYSES, Analysis, FigureSpec, analyze
-from .outputs import HTML_MARK, check_output, write_text
+from .outputs import HTML_MARK, PNG_METADATA, check_output, write_text
 from .run import Run, open_run
 
 #: every figure of the report, in order: (analysis, figure) from the registry
@@ -98,6 +98,39 @@ change up to the residual shown below.</p>
 <h2>Run metadata</h2><pre>{meta}</pre>
 </body></html>
 """
+
+
+def save_figures(
+    run_path: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Every still figure of the report the run has data for, as ``directory/KEY.png``
+    (for slides and papers; the animation stays in the HTML report). Returns the paths.
+
+    Every target is checked before any work, as for the report: an existing file is
+    replaced only when lca drew it (or with ``force=True``).
+    """
+    run = open_run(run_path)
+    drawable = [(a, f) for a, f in FIGURES if a.missing(run) is None and not f.animated]
+    targets = [check_output(Path(directory) / f"{f.key}.png", force=force) for _, f in drawable]
+    results = analyze(run, seed=seed)
+    written = []
+    for (analysis, spec), target in zip(
+        tqdm(drawable, desc="figures", disable=not progress, leave=False), targets, strict=True
+    ):
+        result = results.get(analysis.key)
+        if isinstance(result, dict) and "unavailable" in result:
+            continue
+        figure = spec.draw(run, result, 0)
+        assert isinstance(figure, Figure)  # still figures only (animated ones were left out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, dpi=90, metadata=PNG_METADATA)
+        written.append(target)
+    return written
 
 
 def write_report(

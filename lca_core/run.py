@@ -22,6 +22,16 @@ from .integrity import check_run, reading
 from .store import WIDE_ROW_BYTES, open_group
 from .summary import Summary, summarize
 
+#: the option that makes a run store an opt-in array (by name prefix)
+_OPT_IN = {
+    "param_lca": "store_params=True",
+    "grads": "store_grads=True",
+    "theta": "store_trajectory=True (or record_only=True)",
+    "class_": "per_class=True",
+    "val_": "val_data=(inputs, targets)",
+    "layer_lca_stderr": "eval_subset=n",
+}
+
 
 class Run:
     """A run store opened for reading (see :func:`open_run`)."""
@@ -81,10 +91,15 @@ class Run:
 
     def _require(self, name: str) -> None:
         if not self.has(name):
+            ask = next((how for prefix, how in _OPT_IN.items() if name.startswith(prefix)), None)
             raise KeyError(
                 f"{self.path} has no {name!r}; stored: {sorted(self._rows)}. "
-                "Opt-in arrays (param_lca, grads, theta, per-class, validation) must be asked "
-                "for when the run is recorded."
+                + (
+                    f"Record the run with {ask} to have it."
+                    if ask
+                    else "Opt-in arrays (param_lca, grads, theta, per-class, validation) must "
+                    "be asked for when the run is recorded."
+                )
             )
 
     def array(self, name: str, steps: slice | None = None) -> np.ndarray:
@@ -150,14 +165,18 @@ class Run:
         """Per-parameter LCA of a parameter, (T, *shape); of a layer, (T, K_layer) with its
         parameters raveled and concatenated in layout order."""
         layout = self.layout
-        names = (
-            [key]
-            if key in {p.name for p in layout.params}
-            else [p.name for p in layout.layer_params(key)]
-        )
+        self._require("param_lca")
+        if key in {p.name for p in layout.params}:
+            names = [key]
+        elif key in layout.layers:
+            names = [p.name for p in layout.layer_params(key)]
+        else:
+            raise KeyError(
+                f"{self.path} has no parameter or layer named {key!r}; parameters: "
+                f"{[p.name for p in layout.params]}, layers: {list(layout.layers)}"
+            )
         cols = np.concatenate([np.arange(layout.size)[layout.slice_of(n)] for n in names])
         lo, hi = int(cols[0]), int(cols[-1]) + 1
-        self._require("param_lca")
         rows = self._row_slice("param_lca", steps)
         with reading(self.path, "the array 'param_lca'"):
             arr = self._group["param_lca"]

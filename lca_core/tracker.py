@@ -58,6 +58,8 @@ class Tracker:
                     "eval_subset needs a backend built on lca_core.backend_kit.BackendBase"
                 )
             backend.use_subset(opts["eval_subset"])
+        if not getattr(backend, "writes", True):  # another process of the job writes the run
+            opts = {**opts, "store": None, "resume": False, "overwrite": False, "progress": False}
         self.backend = backend
         self.options = opts
         self.every = int(opts["every"])

@@ -8,7 +8,7 @@ fixed evaluation chunks in float64.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,14 +17,29 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from lca_core import EmptyEvaluationSetError, Evaluation, Layout, ParamSpec, Snapshot
+from lca_core import Evaluation, Layout, ParamSpec, Snapshot
 from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
 from lca_core.errors import EvaluationDataError, LCAError, LossShapeError
-from lca_core.evaluation_data import check_finite_inputs, set_name
+from lca_core.evaluation_data import set_name
+
+from .distributed import Shards
+from .evaluation_sets import (
+    Chunks,
+    EvaluationSet,
+    Streamed,
+    first_of,
+    labels_of,
+    length,
+    load_set,
+    split_by_group,
+    total_of,
+)
 
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
-
-Chunks = list[tuple[torch.Tensor, torch.Tensor]]
+_STREAMED = (
+    "{what} needs the evaluation set on the device, but this one is streamed (it is larger "
+    "than resident_bytes). Give a smaller set, or a larger resident_bytes if it fits."
+)
 
 
 def layout_of(model: nn.Module) -> Layout:
@@ -36,82 +51,6 @@ def layout_of(model: nn.Module) -> Layout:
             dtype = str(p.dtype).removeprefix("torch.")
             specs.append(ParamSpec(name, tuple(p.shape), dtype, layer, 0 if p.ndim else None))
     return Layout(tuple(specs))
-
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, Mapping):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x.to(device) if isinstance(x, torch.Tensor) else x
-
-
-def _length(x: Any) -> int:
-    """Examples in a chunk: a tensor's length, or that of a dict batch's first tensor."""
-    if isinstance(x, Mapping):
-        return len(next(v for v in x.values() if isinstance(v, torch.Tensor)))
-    return len(x)
-
-
-def _as_chunks(data: Any, batch_size: int, device: torch.device) -> Chunks:
-    """Fixed evaluation chunks on the device from a tensor pair, a dataset or a loader.
-
-    A loader may yield (inputs, targets) pairs or dict batches (``model(**batch)``, as
-    Hugging Face models take them; the target of such a chunk is None)."""
-    if isinstance(data, torch.utils.data.DataLoader):
-        if isinstance(data.sampler, torch.utils.data.RandomSampler):
-            raise ValueError(
-                "the evaluation DataLoader shuffles; LCA needs a fixed evaluation set in a fixed "
-                "order. Pass a DataLoader with shuffle=False (or the tensors themselves)."
-            )
-        # iterating a loader draws its base seed from the global RNG: keep the user's
-        with torch.random.fork_rng(devices=[]):
-            chunks = [
-                (_to(b, device), None)
-                if isinstance(b, Mapping)
-                else (_to(b[0], device), _to(b[1], device))
-                for b in data
-            ]
-    else:
-        if isinstance(data, torch.utils.data.TensorDataset):
-            data = data.tensors
-        if not (isinstance(data, Sequence) and len(data) == 2):
-            raise EvaluationDataError(
-                "evaluation data must be (inputs, targets) tensors, a TensorDataset or a "
-                f"finite DataLoader without shuffling; got {type(data).__name__}"
-            )
-        x, y = (torch.as_tensor(t) for t in data)
-        if len(x) != len(y):
-            raise EvaluationDataError(
-                f"the evaluation set has {len(x)} inputs but {len(y)} targets; give one target "
-                "per input (inputs and targets of equal length, in the same order)"
-            )
-        x, y = x.to(device), y.to(device)
-        chunks = [
-            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
-        ]
-    if sum(_length(x) for x, _ in chunks) == 0:
-        raise EmptyEvaluationSetError(
-            "the evaluation set is empty; give the tracker at least one sample to evaluate on"
-        )
-    return chunks
-
-
-def _split_by_group(
-    chunks: Chunks, group_of: np.ndarray, groups: int, batch_size: int
-) -> list[Chunks]:
-    """The set partitioned into groups (classes, or a subset's random groups), in chunks."""
-    x = torch.cat([c[0] for c in chunks])
-    y = torch.cat([c[1] for c in chunks])
-    index = torch.from_numpy(group_of).to(x.device)
-    out = []
-    for g in range(groups):
-        xg, yg = x[index == g], y[index == g]
-        out.append(
-            [
-                (xg[i : i + batch_size], yg[i : i + batch_size])
-                for i in range(0, len(xg), batch_size)
-            ]
-        )
-    return out
 
 
 @contextmanager
@@ -171,20 +110,25 @@ class TorchBackend(BackendBase):
         bn_policy: str = "batch",
         num_classes: int | None = None,
         device: torch.device | str | None = None,
+        resident_bytes: int | None = None,
     ) -> None:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module  # evaluate the module itself, never DDP's gradient hooks
         self.model, self.loss_fn = model, loss_fn
+        self._shards = Shards()
+        self.writes = self._shards.rank == 0
         self.bn_policy, self.batch_size = check_bn_policy(bn_policy), int(batch_size)
         self.layout = layout_of(model)
         named = dict(model.named_parameters())
         self._params = [named[p.name] for p in self.layout.params]
         first = self._params[0]
         self.device = torch.device(device) if device is not None else first.device
-        sets = {"train": _as_chunks(data, self.batch_size, self.device)}
-        if val_data is not None:
-            sets["val"] = _as_chunks(val_data, self.batch_size, self.device)
-        labelled = all(isinstance(y, torch.Tensor) for _, y in sets["train"])
-        labels = torch.cat([y for _, y in sets["train"]]).cpu().numpy() if labelled else None
-        self.hold_sets(sets, labels, num_classes)
+        given = {"train": data} if val_data is None else {"train": data, "val": val_data}
+        sets: dict[str, EvaluationSet] = {
+            split: load_set(d, self.batch_size, self.device, resident_bytes, set_name(split))
+            for split, d in given.items()
+        }
+        self.hold_sets(sets, labels_of(sets["train"]), num_classes)
         self._by_class: dict[str, list[Chunks]] = {}
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}
@@ -192,20 +136,14 @@ class TorchBackend(BackendBase):
         self._trial()
 
     def _trial(self) -> None:
-        """Finite inputs, and one forward and loss on two examples of each set, now: data
-        that does not fit the model is named here, not as a diverged loss or an error deep
-        inside the first step."""
+        """One forward and loss on two examples of each set, now (inputs were checked
+        finite as they were read): data that does not fit the model is named here, not as
+        a diverged loss or an error deep inside the first step."""
         width = None
         labels: dict[str, Any] = {}
         for split, chunks in self.sets.items():
             what = set_name(split)
-            for x, _ in chunks:
-                tensors = x.values() if isinstance(x, Mapping) else [x]
-                for t in tensors:
-                    floating = isinstance(t, torch.Tensor) and t.is_floating_point()
-                    if floating and not bool(torch.isfinite(t).all()):  # on the device
-                        check_finite_inputs(t.detach().float().cpu().numpy(), what)
-            x, y = chunks[0]
+            x, y = first_of(chunks)
             head = {k: v[:2] for k, v in x.items()} if isinstance(x, Mapping) else x[:2]
             try:
                 with torch.no_grad(), _evaluation_mode(self.model, self.bn_policy):
@@ -228,18 +166,20 @@ class TorchBackend(BackendBase):
                 ) from exc
             if isinstance(out, torch.Tensor) and out.ndim == 2 and y is not None:
                 width = int(out.shape[1])
-                labels[split] = torch.cat([c[1] for c in chunks]).cpu().numpy()
+                labels[split] = labels_of(chunks)
         self.check_trial(width, labels)
 
-    # -- sets as chunks on the device ------------------------------------------------------------
+    # -- sets as chunks on the device, or streamed ------------------------------------------------
     def labels(self, split: str) -> Any:
-        ys = [y for _, y in self.sets[split]]
-        if not all(isinstance(y, torch.Tensor) for y in ys):
-            return np.zeros(sum(_length(x) for x, _ in self.sets[split]), dtype=np.int64)
-        return torch.cat(ys).cpu().numpy()
+        labels = labels_of(self.sets[split])
+        if labels is None:
+            return np.zeros(total_of(self.sets[split]), dtype=np.int64)
+        return labels
 
     def take(self, split: str, index: np.ndarray) -> Chunks:
         chunks, b = self.sets[split], self.batch_size
+        if isinstance(chunks, Streamed):
+            raise ValueError(_STREAMED.format(what="eval_subset"))
         at = torch.from_numpy(index).to(self.device)
         if isinstance(chunks[0][0], Mapping):  # dict batches: every tensor indexed alike
             xs = {k: torch.cat([c[0][k] for c in chunks])[at] for k in chunks[0][0]}
@@ -255,8 +195,10 @@ class TorchBackend(BackendBase):
             "torch_version": torch.__version__,
             "batchnorm": self.bn_policy if self._has_bn else None,
             "eval_batch_size": self.batch_size,
-            "eval_samples": sum(_length(x) for x, _ in self.sets["train"]),
+            "eval_samples": total_of(self.sets["train"]),
+            "streamed": isinstance(self.sets["train"], Streamed),
             "device": str(self.device),
+            "processes": self._shards.world,
             "dropout": "off",
         }
 
@@ -300,20 +242,21 @@ class TorchBackend(BackendBase):
         return {k: b.clone() for k, b in source.items()}  # BN may update them in place
 
     def _pass(
-        self, leaves: dict[str, torch.Tensor], state: Any, chunks: Chunks, total: int
+        self, leaves: dict[str, torch.Tensor], state: Any, chunks: EvaluationSet, total: int
     ) -> tuple[float, np.ndarray]:
-        """Σ over chunks of (n_chunk/total)·loss and its flat gradient, in float64."""
+        """Σ over this process's chunks of (n_chunk/total)·loss and its flat gradient, in
+        float64 (all of them without a process group)."""
         params = list(leaves.values())
         loss64 = torch.zeros((), dtype=torch.float64, device=self.device)
         grad64 = torch.zeros(self.layout.size, dtype=torch.float64, device=self.device)
         buffers = self._buffers(state)
-        for x, y in chunks:
+        for x, y in self._shards.mine(chunks):
             tensors = {**buffers, **leaves}
             if isinstance(x, Mapping):
                 out = functional_call(self.model, tensors, (), x)
             else:
                 out = functional_call(self.model, tensors, (x,))
-            loss = chunk_loss(self.loss_fn(out, y), _length(x), total)
+            loss = chunk_loss(self.loss_fn(out, y), length(x), total)
             grads = torch.autograd.grad(loss, params, materialize_grads=True)
             loss64 += loss.detach().double()
             grad64 += torch.cat([g.reshape(-1) for g in grads]).double()
@@ -323,19 +266,23 @@ class TorchBackend(BackendBase):
         self, theta: np.ndarray, state: Any, split: str, per_class: bool
     ) -> Evaluation:
         leaves, chunks = self._leaves(theta), self.sets[split]
-        total = sum(_length(x) for x, _ in chunks)
+        total = total_of(chunks)
         if not per_class:
-            return Evaluation(*self._pass(leaves, state, chunks, total))
-        # per class: the set partitioned by label, one pass in total (Σ_c parts = whole)
-        groups = self.num_groups
-        assert groups is not None
-        if split not in self._by_class:
-            self._by_class[split] = _split_by_group(
-                chunks, self.group_of(split), groups, self.batch_size
-            )
-        losses = np.zeros(groups)
-        grads = np.zeros((groups, self.layout.size))
-        for c, class_chunks in enumerate(self._by_class[split]):
-            if class_chunks:
-                losses[c], grads[c] = self._pass(leaves, state, class_chunks, total)
-        return Evaluation.from_groups(losses, grads, per_class=True)
+            loss, grad = self._pass(leaves, state, chunks, total)
+            losses, grads = np.array([loss]), grad[None]
+        else:  # the set partitioned by label, one pass in total (Σ_c parts = whole)
+            if isinstance(chunks, Streamed):
+                raise ValueError(_STREAMED.format(what="per_class=True"))
+            groups = self.num_groups
+            assert groups is not None
+            if split not in self._by_class:
+                self._by_class[split] = split_by_group(
+                    chunks, self.group_of(split), groups, self.batch_size
+                )
+            losses = np.zeros(groups)
+            grads = np.zeros((groups, self.layout.size))
+            for c, class_chunks in enumerate(self._by_class[split]):
+                if class_chunks:
+                    losses[c], grads[c] = self._pass(leaves, state, class_chunks, total)
+        losses, grads = self._shards.all_reduce([losses, grads], self.device)
+        return Evaluation.from_groups(losses, grads, per_class)

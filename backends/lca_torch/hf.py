@@ -39,7 +39,7 @@ def model_loss(output: Any, target: Any) -> torch.Tensor:
     return loss
 
 
-@integration(bn_policy="batch", device=None)
+@integration(bn_policy="batch", device=None, resident_bytes=None)
 class LCACallback(LCACallbackBase, TrainerCallback):
     """``Trainer(..., callbacks=[LCACallback(data, store)])``; ``data`` is a dataset of
     examples (collated with the trainer's collator), a DataLoader, or (inputs, targets).

@@ -19,7 +19,7 @@ from lca_core.contract import integration
 from .tracker import Tracker
 
 
-@integration(bn_policy="batch", device=None)
+@integration(bn_policy="batch", device=None, resident_bytes=None)
 class LCACallback(LCACallbackBase, Callback):
     """``Trainer(callbacks=[LCACallback((x, y), "run", loss_fn=nn.CrossEntropyLoss())])``.
 

@@ -31,7 +31,7 @@ from .backend import TorchBackend
 LossFn = Callable[[Any, Any], torch.Tensor]
 
 
-@integration(bn_policy="batch", device=None)
+@integration(bn_policy="batch", device=None, resident_bytes=None)
 class Tracker(CoreTracker):
     """Allocates the loss change of every (``every``-th block of) optimizer step(s).
 
@@ -50,7 +50,9 @@ class Tracker(CoreTracker):
         opts = resolve_options(
             {**options, "store": store}, "lca_torch.Tracker", type(self).framework_options
         )
-        backend_options = {k: opts[k] for k in ("val_data", "bn_policy", "device")}
+        backend_options = {
+            k: opts[k] for k in ("val_data", "bn_policy", "device", "resident_bytes")
+        }
         if opts["batch_size"] is not None:
             backend_options["batch_size"] = opts["batch_size"]
         self._setup(TorchBackend(model, loss_fn, data, **backend_options), opts)

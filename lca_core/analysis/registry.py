@@ -64,6 +64,8 @@ class FigureSpec:
     title: str
     caption: str
     draw: Draw
+    #: drawn as an animated GIF (bytes), not a still figure
+    animated: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,7 @@ ANALYSES: tuple[Analysis, ...] = (
                 "colours within a frame, not across frames. Convolution kernels are tiled by "
                 "output (rows) × input channel (columns).",
                 lambda run, _, frames: _animation(run, frames),
+                animated=True,
             ),
         ),
     ),

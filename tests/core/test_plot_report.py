@@ -11,7 +11,8 @@ from lca_core import ParamSpec, open_run
 from lca_core import analysis as A
 from lca_core import plot as P
 from lca_core.cli import main
-from lca_core.report import FIGURES, write_report
+from lca_core.errors import OutputError
+from lca_core.report import FIGURES, save_figures, write_report
 
 
 def lines_of(ax):
@@ -198,10 +199,19 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         images = page.evaluate(
             "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])"
         )
+        # the sections added for validation LCA and per-class moments render as images
+        heights = {
+            key: page.locator(f"#{key} img").bounding_box()["height"]
+            for key in ("validation", "class_synchronization", "heatmaps")
+        }
+        summary_rows = page.locator("table th").all_inner_texts()
         page.screenshot(path=str(tmp_path / "shot.png"), full_page=True)
         browser.close()
     assert errors == []
     assert len(images) == len(FIGURES)
+    assert sorted(alt for *_, alt in images) == sorted(f.title for _, f in FIGURES)
+    assert all(h > 150 for h in heights.values()), heights
+    assert {"gradient passes", "budget used", "time in LCA"} <= set(summary_rows)
     assert all(done and width > 0 for done, width, _ in images), images
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), dtype=float)
     assert shot.shape[0] > 3000  # the whole page, every figure stacked
@@ -239,3 +249,33 @@ def test_per_frame_colour_scale_shows_every_step(run_path):
     assert "colour scale of this frame" in heat.title.get_text()
     with pytest.raises(ValueError, match="scale must be"):
         P.heatmaps.HeatmapFigure(run, [0], scale="global")
+
+
+def test_every_still_figure_saves_as_a_marked_png_that_lca_may_replace(run_path, tmp_path):
+    out = tmp_path / "figures"
+    saved = save_figures(run_path, out, progress=False)
+    still = [f.key for _, f in FIGURES if not f.animated]
+    assert [p.stem for p in saved] == still
+    for path in saved:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 300
+            assert image.info.get("Software") == "lca"
+    assert save_figures(run_path, out, progress=False) == saved  # its own files: replaced
+
+
+def test_saving_figures_never_replaces_a_file_lca_did_not_write(run_path, tmp_path):
+    (tmp_path / "layer_totals.png").write_bytes(b"my own picture")
+    with pytest.raises(OutputError, match="not written by lca"):
+        save_figures(run_path, tmp_path, progress=False)
+    assert (tmp_path / "layer_totals.png").read_bytes() == b"my own picture"
+    assert not (tmp_path / "reconstruction.png").exists()  # checked before any work
+    saved = save_figures(run_path, tmp_path, progress=False, force=True)
+    assert tmp_path / "layer_totals.png" in saved
+
+
+def test_report_cli_writes_the_figures_too(run_path, tmp_path, capsys):
+    args = ["report", str(run_path), "-o", str(tmp_path / "r.html"), "--frames", "2"]
+    assert main([*args, "--figures", str(tmp_path / "figs")]) == 0
+    n = len([f for _, f in FIGURES if not f.animated])
+    assert len(list((tmp_path / "figs").glob("*.png"))) == n
+    assert f"{n} figures written" in capsys.readouterr().out

@@ -7,14 +7,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_ci_runs_the_test_command_written_in_the_readme():
+def test_ci_runs_both_quick_start_commands_written_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
     assert len(blocks) >= 2, "README's quick start needs its two commands"
     demo, tests = blocks[0].strip(), blocks[1].strip()
     assert demo.endswith("lca demo")
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert demo in ci, f"{demo!r} is not a line of .ci/run"
     assert tests in ci, f"{tests!r} is not a line of .ci/run"
+
+
+def test_the_only_doc_blocks_not_run_by_the_docs_test_are_run_by_ci():
+    """tox env examples runs every python/bash block of README.md and docs/ (pytest
+    --codeblocks); a block marked skip must be one .ci/run runs verbatim instead."""
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    skip = r"<!--pytest\.mark\.skip\(reason=\"([^\"]+)\"\)-->\n```(\w+)\n(.*?)\n```"
+    skipped = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for reason, _, code in re.findall(skip, page.read_text(), flags=re.S):
+            assert ".ci/run" in reason, f"{page.name}: a doc block skipped for {reason!r}"
+            assert code.strip() in ci, f"{page.name}: {code.strip()!r} is not a line of .ci/run"
+            skipped.append(code)
+    assert len(skipped) >= 2  # README's two quick-start commands
 
 
 def test_docs_linked_from_the_readme_exist():

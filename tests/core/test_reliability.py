@@ -22,6 +22,7 @@ from lca_core.cli import main
 from lca_core.errors import (
     CorruptRunError,
     MetadataError,
+    NonFiniteError,
     OutputError,
     RunExistsError,
     RunLockedError,
@@ -89,6 +90,19 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_one_is_taken_ov
     assert run.steps == 4
     np.testing.assert_array_equal(run.step_index, [0, 1, 2, 3])
     assert not (path / ".lca-writer.json").exists()  # a closed run names no holder
+
+
+def test_a_failing_step_commits_the_steps_before_it(tmp_path):
+    """No close(), as when the error ends the program: the allocated steps are on disk."""
+    alloc = Allocator(quadratic(), tmp_path / "run")
+    alloc.start()
+    for s in (0.9, 0.8, 0.7):
+        alloc.advance(np.full(3, s))
+    with pytest.raises(NonFiniteError):
+        alloc.advance(np.full(3, np.nan))
+    run = open_run(tmp_path / "run")
+    assert run.steps == 3
+    np.testing.assert_allclose(run.losses, [3.0, 2.43, 1.92, 1.47])
 
 
 def test_runs_started_at_once_on_one_path_give_one_run(tmp_path):

@@ -228,7 +228,18 @@ def test_missing_optional_arrays_are_explained(tmp_path):
     layout = MLP((3, 2)).layout
     one_step_run(tmp_path / "run", layout)
     run = open_run(tmp_path / "run")
-    with pytest.raises(KeyError, match="must be asked for"):
+    with pytest.raises(KeyError, match=r"Record the run with store_params=True"):
         run.param_lca("fc0.weight")
+    with pytest.raises(KeyError, match=r"per_class=True"):
+        run.array("class_layer_lca")
+    with pytest.raises(KeyError, match=r"val_data="):
+        run.array("val_layer_lca")
     with pytest.raises(IndexError, match="not recorded"):
         run.theta(0)
+
+
+def test_an_unknown_parameter_name_lists_the_names_the_run_has(run_path):
+    run = open_run(run_path)
+    with pytest.raises(KeyError, match=r"no parameter or layer named 'fc1.kernel'.*'fc1.weight'"):
+        run.param_lca("fc1.kernel")
+    assert run.param_lca("fc1").shape[1] == run.param_lca("fc1.weight")[0].size + 4

@@ -1,0 +1,58 @@
+"""Data-parallel evaluation under ``torch.distributed``: each process a shard of the chunks.
+
+When a process group is initialised (``torchrun``, Lightning's DDP strategy, the Hugging
+Face ``Trainer`` under ``accelerate``/``torchrun``), every process holds the same
+evaluation set and evaluates every ``world``-th chunk of it, starting at its rank — whole
+chunks, so the chunks (and BatchNorm's batch statistics) are those of one process. The
+partial sums are all-reduced in float64, so every process gets the same loss and gradient,
+hence the same allocation; rank 0 alone writes the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from lca_core.errors import DistributedError
+
+from .evaluation_sets import Chunk, EvaluationSet, Streamed
+
+
+class Shards:
+    """This process's place in the job (rank 0 of 1 without a process group)."""
+
+    def __init__(self) -> None:
+        active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.rank = dist.get_rank() if active else 0
+        self.world = dist.get_world_size() if active else 1
+
+    def mine(self, chunks: EvaluationSet) -> Iterable[Chunk]:
+        """The chunks this process evaluates: every ``world``-th, from its rank (a streamed
+        set is read past the others' chunks without copying them to the device)."""
+        if isinstance(chunks, Streamed):
+            return chunks.shard(self.rank, self.world)
+        return chunks[self.rank :: self.world]
+
+    def all_reduce(self, arrays: list[np.ndarray], device: torch.device) -> list[np.ndarray]:
+        """Element-wise sums over the processes, in float64, in one collective call."""
+        if self.world == 1:
+            return arrays
+        on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        packed = torch.from_numpy(np.concatenate([a.ravel() for a in arrays])).to(on)
+        try:
+            dist.all_reduce(packed)
+        except Exception as exc:  # the collective's own errors: a peer died or timed out
+            raise DistributedError(
+                f"rank {self.rank}: the all-reduce of LCA's evaluation failed ({exc}). Another "
+                "process of the job has stopped or timed out; the run keeps every committed "
+                "step (rank 0 writes it) and resumes with resume=True."
+            ) from exc
+        flat = packed.cpu().numpy()
+        out, start = [], 0
+        for a in arrays:
+            out.append(flat[start : start + a.size].reshape(a.shape))
+            start += a.size
+        return out
