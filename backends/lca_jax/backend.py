@@ -154,11 +154,27 @@ class Chunks(NamedTuple):
     groups: int
 
 
+def global_array(a: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """``a`` (held whole by every process) as one array over the mesh: each process puts
+    the parts its own devices hold (one process or several: ``jax.distributed``)."""
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
+def host(a: jax.Array) -> np.ndarray:
+    """A replicated result on the host, also when other processes hold copies of it."""
+    return np.asarray(a if a.is_fully_addressable else a.addressable_data(0))
+
+
 def make_chunks(padded: PaddedChunks, sharding: NamedSharding | None = None) -> Chunks:
     """Padded evaluation chunks put on the device(s), sharded along the batch axis."""
-    put = (lambda a: jax.device_put(a, sharding)) if sharding is not None else jnp.asarray
+    if sharding is None:
+        put, replicated = jnp.asarray, jnp.asarray
+    else:
+        every = NamedSharding(sharding.mesh, PartitionSpec())
+        put = partial(global_array, sharding=sharding)
+        replicated = partial(global_array, sharding=every)
     return Chunks(
-        put(padded.xs), put(padded.ys), put(padded.ws), jnp.asarray(padded.group), padded.groups
+        put(padded.xs), put(padded.ys), put(padded.ws), replicated(padded.group), padded.groups
     )
 
 
@@ -203,7 +219,9 @@ class JaxBackend(BackendBase):
     """LCA backend for a pure ``loss_fn(params, x, y)`` (per-example losses or their mean).
 
     ``params`` fixes the layout (and is the current point until ``self.params`` is set).
-    With several local devices the evaluation chunks are sharded across them.
+    With several devices the evaluation chunks are sharded across them: the local ones, or
+    under ``jax.distributed`` (one process per host) those of every process, each process
+    holding the whole set and giving its devices their part; rank 0 writes the run.
     """
 
     @classmethod
@@ -230,7 +248,8 @@ class JaxBackend(BackendBase):
         self.dtype = np.dtype(dtypes.pop()) if len(dtypes) == 1 else np.dtype(np.float32)
         self.params = params
         self.max_vmap = max_vmap
-        self.devices = list(devices) if devices is not None else jax.local_devices()
+        self.devices = list(devices) if devices is not None else jax.devices()
+        self.writes = jax.process_index() == 0
         self.batch_size = self._fit_batch(batch_size)
         self._sharding = None
         if len(self.devices) > 1:
@@ -262,6 +281,7 @@ class JaxBackend(BackendBase):
             "eval_batch_size": self.batch_size,
             "eval_samples": len(self.sets["train"][0]),
             "devices": [str(d) for d in self.devices],
+            "processes": jax.process_count(),
             "reduction": f"Kahan-compensated {self.dtype.name}",
         }
 
@@ -277,8 +297,11 @@ class JaxBackend(BackendBase):
             group = np.stack(
                 [np.asarray(t, dtype=self.dtype) for t in thetas[start : start + self.max_vmap]]
             )
+            points = jnp.asarray(group)
+            if self._sharding is not None:  # on every device of the mesh
+                points = global_array(group, NamedSharding(self._sharding.mesh, PartitionSpec()))
             losses, grads = full_pass(
-                jnp.asarray(group),
+                points,
                 c.xs,
                 c.ys,
                 c.ws,
@@ -289,6 +312,6 @@ class JaxBackend(BackendBase):
             )
             out += [
                 Evaluation.from_groups(loss, grad, per_class)
-                for loss, grad in zip(np.asarray(losses), np.asarray(grads), strict=True)
+                for loss, grad in zip(host(losses), host(grads), strict=True)
             ]
         return out

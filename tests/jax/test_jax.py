@@ -1,4 +1,5 @@
 import os
+import socket
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from lca_jax import JaxBackend, Tracker, allocate, full_pass, layout_of
+from sklearn.datasets import load_digits
 
 from lca_core import create_backend, open_run
 from tests.checks import assert_every_step_within_tol
@@ -194,3 +196,67 @@ def test_auto_detection_tells_a_jax_loss_from_a_numpy_function(digits):
     assert isinstance(create_backend(mlp_loss, init_mlp(), (x, y)), JaxBackend)
     numpy_loss = lambda theta: (float(theta @ theta), 2 * theta)  # noqa: E731
     assert isinstance(create_backend(numpy_loss, np.ones(3)), FunctionBackend)
+
+
+MULTI_PROCESS = """
+import sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+rank, port, store = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=rank)
+import numpy as np
+from lca_jax import Tracker
+from tests.jax.conftest import init_mlp, mlp_loss
+from sklearn.datasets import load_digits
+x, y = load_digits(return_X_y=True)
+x, y = (x[:500] / 16).astype(np.float32), y[:500].astype(np.int32)
+assert jax.process_count() == 2 and len(jax.devices()) == 2
+params = init_mlp()
+tracker = Tracker(mlp_loss, params, (x, y), store, batch_size=128, progress=False)
+for step in range(4):
+    grads = jax.grad(lambda p: mlp_loss(p, x, y).mean())(params)
+    new = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grads)
+    tracker.update(params, new)
+    params = new
+summary = tracker.close()
+print("rank", rank, "writes", tracker.backend.writes, "sum", repr(summary.sum_lca))
+"""
+
+
+def test_two_jax_processes_shard_over_a_global_mesh(tmp_path):
+    """jax.distributed with two CPU processes (gloo collectives): one run, written by
+    process 0, equal to what one process computes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    env.pop("XLA_FLAGS", None)
+    store = str(tmp_path / "run")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTI_PROCESS, str(rank), port, store],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    lines = [out.strip().splitlines()[-1].split() for out, _ in outs]
+    assert lines[0][3] == "True" and lines[1][3] == "False"  # process 0 alone writes
+    assert lines[0][5] == lines[1][5]  # the same allocation in both processes
+    x, y = load_digits(return_X_y=True)
+    x, y = (x[:500] / 16).astype(np.float32), y[:500].astype(np.int32)
+    run = open_run(store)
+    assert run.steps == 4 and run.metadata["policy"]["processes"] == 2
+    params, thetas = init_mlp(), []
+    tracker = Tracker(mlp_loss, params, (x, y), batch_size=128, progress=False)
+    for _ in range(4):
+        grads = jax.grad(lambda p: mlp_loss(p, x, y).mean())(params)
+        new = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grads)
+        thetas.append(tracker.update(params, new).layer_lca)
+        params = new
+    np.testing.assert_allclose(run.layer_lca, np.array(thetas), rtol=1e-4, atol=1e-7)
