@@ -10,7 +10,7 @@ everywhere. Backends that do not subclass it still work: the core needs only the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from .evaluation_data import (
     check_labels,
     infer_num_classes,
     pad_chunks,
+    resident_budget,
     set_name,
     subset_index,
 )
@@ -117,20 +118,54 @@ class BackendBase(Backend):
         for split, y in labels.items():
             check_labels(y, width, set_name(split))
 
+    def _chunk_size(self, split: str, per_class: bool, batch: int, multiple: int) -> int:
+        """At most ``batch``, a multiple of ``multiple`` (devices), no larger than the set
+        (per class: than its largest class, each class being padded to whole chunks)."""
+        n = len(self.sets[split][0])
+        if per_class:
+            n = int(np.bincount(self.group_of(split)).max())
+        return max(multiple, -(-min(batch, n) // multiple) * multiple)
+
     def padded(self, split: str, per_class: bool, batch: int, multiple: int = 1) -> PaddedChunks:
         """A held (inputs, targets) split in fixed chunks of ``batch`` (at most the set),
         class-pure for a per-class pass: what compiled passes (jit, tf.function) scan."""
         x, y = self.sets[split]
-
-        def fit(n: int) -> int:  # at most ``batch``, a multiple of ``multiple`` (devices)
-            return max(multiple, -(-min(batch, n) // multiple) * multiple)
-
+        size = self._chunk_size(split, per_class, batch, multiple)
         if not per_class:
-            return pad_chunks(x, y, fit(len(x)))
-        group_of = self.group_of(split)
-        # each group is padded to whole chunks: no chunk larger than the largest group
-        largest = int(np.bincount(group_of).max())
-        return pad_chunks(x, y, fit(largest), group_of, self.num_groups or 1)
+            return pad_chunks(x, y, size)
+        return pad_chunks(x, y, size, self.group_of(split), self.num_groups or 1)
+
+    #: bytes of evaluation set kept on the device; a larger set is streamed (``blocks``)
+    resident_bytes: int | None = None
+
+    def streamed(self, split: str) -> bool:
+        """Whether ``split`` is larger than ``resident_bytes`` and so read in blocks."""
+        x, y = self.sets[split]
+        limit = self.resident_bytes if self.resident_bytes is not None else resident_budget()
+        return np.asarray(x).nbytes + np.asarray(y).nbytes > limit
+
+    def blocks(
+        self, split: str, per_class: bool, batch: int, multiple: int = 1
+    ) -> Iterator[PaddedChunks]:
+        """The split as consecutive blocks of the chunks :meth:`padded` makes (weights 1/N
+        of the whole set), each block read from the host arrays (a memory map stays on
+        disk) when it is needed: a pass sums over the blocks what it sums over the held
+        chunks, with at most about ``resident_bytes`` of the set on the device."""
+        x, y = self.sets[split]
+        size = self._chunk_size(split, per_class, batch, multiple)
+        groups = (self.num_groups or 1) if per_class else 1
+        group_of = self.group_of(split) if per_class else np.zeros(len(x), dtype=np.int64)
+        example = (np.asarray(x[:1]).nbytes + np.asarray(y[:1]).nbytes) or 1
+        limit = self.resident_bytes if self.resident_bytes is not None else resident_budget()
+        per_block = size * max(1, limit // (example * size))
+        for g in range(groups):
+            index = np.flatnonzero(group_of == g)
+            first = (x[index[0]], y[index[0]]) if len(index) else None
+            for start in range(0, len(index), per_block):
+                part = index[start : start + per_block]
+                yield pad_chunks(
+                    x[part], y[part], size, np.full(len(part), g), groups, len(x), first
+                )
 
     def evaluate(
         self,

@@ -7,6 +7,7 @@ gradients within the same single pass.
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,19 +38,35 @@ def set_name(split: str) -> str:
     return "evaluation" if split == "train" else "validation"
 
 
-def check_finite_inputs(x: Any, what: str = "evaluation") -> None:
-    """Refuse NaN or infinite inputs by name (else they surface as a diverged loss)."""
+def check_finite_inputs(x: Any, what: str = "evaluation", rows: int = 65536) -> None:
+    """Refuse NaN or infinite inputs by name (else they surface as a diverged loss); read
+    ``rows`` examples at a time, so a memory-mapped set is checked in bounded memory."""
     arr = np.asarray(x)
     if arr.dtype.kind not in "fc" or not arr.size:
         return
-    finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
-    if not finite.all():
-        first = int(np.flatnonzero(~finite)[0])
+    bad, first = 0, None
+    for start in range(0, len(arr), rows):
+        finite = np.isfinite(arr[start : start + rows].reshape(-1, arr[0].size)).all(axis=1)
+        if not finite.all():
+            bad += int((~finite).sum())
+            first = start + int(np.flatnonzero(~finite)[0]) if first is None else first
+    if bad:
         raise EvaluationDataError(
-            f"the {what} inputs hold NaN or infinite values ({int((~finite).sum())} examples, "
-            f"the first at index {first}); LCA would report them as a diverged loss. Drop or "
-            "impute them before tracking."
+            f"the {what} inputs hold NaN or infinite values ({bad} examples, the first at "
+            f"index {first}); LCA would report them as a diverged loss. Drop or impute them "
+            "before tracking."
         )
+
+
+def resident_budget(free_device_bytes: int | None = None) -> int:
+    """How many bytes of evaluation set a backend keeps on its device by default: half of
+    the device's free memory when known, else a quarter of the machine's memory (CPU)."""
+    if free_device_bytes is not None:
+        return free_device_bytes // 2
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): 4 GiB
+        return 4 << 30
 
 
 def check_labels(labels: Any, classes: int | None, what: str = "evaluation") -> None:
@@ -124,10 +141,20 @@ class PaddedChunks(NamedTuple):
 
 
 def pad_chunks(
-    x: np.ndarray, y: np.ndarray, batch: int, group_of: np.ndarray | None = None, groups: int = 1
+    x: np.ndarray,
+    y: np.ndarray,
+    batch: int,
+    group_of: np.ndarray | None = None,
+    groups: int = 1,
+    total: int | None = None,
+    fill: tuple[Any, Any] | None = None,
 ) -> PaddedChunks:
-    """Each group's examples in whole chunks of ``batch``, padded with weight-0 copies."""
+    """Each group's examples in whole chunks of ``batch``, padded with weight-0 copies of
+    its first example (or of ``fill``: the whole group's first, when these examples are a
+    block of it — padding enters BatchNorm's batch statistics, so it must be the same);
+    each example weighs 1/``total`` (default: these examples are the whole set)."""
     group_of = np.zeros(len(x), dtype=np.int64) if group_of is None else group_of
+    total = len(x) if total is None else total
     xs, ys, ws, gs = [], [], [], []
     for g in range(groups):
         idx = np.flatnonzero(group_of == g)
@@ -136,11 +163,12 @@ def pad_chunks(
         n = -(-len(idx) // batch)
         pad = n * batch - len(idx)
         take = np.concatenate([idx, np.full(pad, idx[0])])
-        xs.append(x[take].reshape(n, batch, *x.shape[1:]))
-        ys.append(y[take].reshape(n, batch, *y.shape[1:]))
-        ws.append(
-            np.concatenate([np.full(len(idx), 1.0 / len(x)), np.zeros(pad)]).reshape(n, batch)
-        )
+        xg, yg = x[take], y[take]
+        if fill is not None and pad:
+            xg[len(idx) :], yg[len(idx) :] = fill
+        xs.append(xg.reshape(n, batch, *x.shape[1:]))
+        ys.append(yg.reshape(n, batch, *y.shape[1:]))
+        ws.append(np.concatenate([np.full(len(idx), 1.0 / total), np.zeros(pad)]).reshape(n, batch))
         gs.append(np.full(n, g, np.int32))
     return PaddedChunks(
         np.concatenate(xs),

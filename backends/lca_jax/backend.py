@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
 from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase
 from lca_core.errors import EvaluationDataError, LossShapeError
-from lca_core.evaluation_data import PaddedChunks, array_sets
+from lca_core.evaluation_data import PaddedChunks, array_sets, resident_budget
 from lca_core.layout import flat_vector
 
 DEFAULT_MAX_VMAP = 4
@@ -241,6 +241,7 @@ class JaxBackend(BackendBase):
         num_classes: int | None = None,
         max_vmap: int = DEFAULT_MAX_VMAP,
         devices: Sequence[jax.Device] | None = None,
+        resident_bytes: int | None = None,
     ) -> None:
         self.layout = layout_of(params)
         self.structure = structure_of(params)
@@ -257,6 +258,9 @@ class JaxBackend(BackendBase):
             self._sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
         sets = array_sets(data, val_data)
         self.hold_sets(sets, sets["train"][1], num_classes)
+        self.resident_bytes = (
+            resident_bytes if resident_bytes is not None else resident_budget(_free(self.devices))
+        )
         self._chunks: dict[tuple[str, bool], Chunks] = {}
         self.loss_fn = per_example(loss_fn, params, *sets["train"])
 
@@ -282,6 +286,7 @@ class JaxBackend(BackendBase):
             "eval_samples": len(self.sets["train"][0]),
             "devices": [str(d) for d in self.devices],
             "processes": jax.process_count(),
+            "streamed": self.streamed("train"),
             "reduction": f"Kahan-compensated {self.dtype.name}",
         }
 
@@ -291,7 +296,6 @@ class JaxBackend(BackendBase):
     def evaluate_split(
         self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
-        c = self.chunks(split, per_class)
         out: list[Evaluation] = []
         for start in range(0, len(thetas), self.max_vmap):
             group = np.stack(
@@ -300,18 +304,36 @@ class JaxBackend(BackendBase):
             points = jnp.asarray(group)
             if self._sharding is not None:  # on every device of the mesh
                 points = global_array(group, NamedSharding(self._sharding.mesh, PartitionSpec()))
-            losses, grads = full_pass(
-                points,
-                c.xs,
-                c.ys,
-                c.ws,
-                c.group,
-                loss_fn=self.loss_fn,
-                structure=self.structure,
-                groups=c.groups,
-            )
+            if self.streamed(split):  # block by block: Σ over blocks in float64 on the host
+                blocks = self.blocks(split, per_class, self.batch_size, len(self.devices))
+                parts = [self._pass(points, make_chunks(b, self._sharding)) for b in blocks]
+                losses = np.sum([p[0] for p in parts], axis=0, dtype=np.float64)
+                grads = np.sum([p[1] for p in parts], axis=0, dtype=np.float64)
+            else:
+                losses, grads = self._pass(points, self.chunks(split, per_class))
             out += [
                 Evaluation.from_groups(loss, grad, per_class)
-                for loss, grad in zip(host(losses), host(grads), strict=True)
+                for loss, grad in zip(losses, grads, strict=True)
             ]
         return out
+
+    def _pass(self, points: jax.Array, c: Chunks) -> tuple[np.ndarray, np.ndarray]:
+        losses, grads = full_pass(
+            points,
+            c.xs,
+            c.ys,
+            c.ws,
+            c.group,
+            loss_fn=self.loss_fn,
+            structure=self.structure,
+            groups=c.groups,
+        )
+        return host(losses), host(grads)
+
+
+def _free(devices: Sequence[jax.Device]) -> int | None:
+    """Free memory of the first device when it reports it (GPUs), else None (CPU)."""
+    stats = devices[0].memory_stats() if devices else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return None

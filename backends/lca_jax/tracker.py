@@ -33,7 +33,7 @@ def _deleted(tree: Any) -> bool:
     )
 
 
-@integration(num_classes=None, max_vmap=None, devices=None)
+@integration(num_classes=None, max_vmap=None, devices=None, resident_bytes=None)
 class Tracker(CoreTracker):
     """Allocates each step's loss change; parameters are passed in, never mutated.
 
@@ -55,7 +55,14 @@ class Tracker(CoreTracker):
         )
         backend_options = {
             k: opts[k]
-            for k in ("val_data", "num_classes", "devices", "batch_size", "max_vmap")
+            for k in (
+                "val_data",
+                "num_classes",
+                "devices",
+                "batch_size",
+                "max_vmap",
+                "resident_bytes",
+            )
             if opts[k] is not None
         }
         self._setup(JaxBackend(loss_fn, params, data, **backend_options), opts)

@@ -50,6 +50,7 @@ class TFBackend(BackendBase):
         batch_size: int = DEFAULT_EVAL_BATCH,
         bn_policy: str = "batch",
         num_classes: int | None = None,
+        resident_bytes: int | None = None,
     ) -> None:
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError(
@@ -72,6 +73,9 @@ class TFBackend(BackendBase):
         ]
         sets = array_sets(data, val_data)
         self.hold_sets(sets, sets["train"][1], num_classes)
+        self.resident_bytes = (
+            resident_bytes  # None: resident_budget() (TF reports no free GPU memory)
+        )
         self.check_trial(*trial(model, self.loss, sets))
         self._chunks: dict[tuple[str, bool], tuple[tf.Tensor, ...]] = {}
         self._concrete: dict[tuple[str, bool], Any] = {}
@@ -175,6 +179,7 @@ class TFBackend(BackendBase):
             "batchnorm": self.bn_policy if self._bn_layers else None,
             "eval_batch_size": self.batch_size,
             "eval_samples": len(self.sets["train"][0]),
+            "streamed": self.streamed("train"),
             "dropout": "off",
         }
 
@@ -188,6 +193,8 @@ class TFBackend(BackendBase):
     def evaluate_split(
         self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
+        if self.streamed(split):
+            return self._evaluate_blocks(thetas, state, split, per_class)
         args = self._chunked(split, per_class)
         key = (split, per_class)
         out = []
@@ -201,3 +208,19 @@ class TFBackend(BackendBase):
                 loss, grad = run_pass(tf.constant(theta, tf.float64), *args)
                 out.append(Evaluation.from_groups(loss.numpy(), grad.numpy(), per_class))
         return out
+
+    def _evaluate_blocks(
+        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
+    ) -> list[Evaluation]:
+        """A set larger than ``resident_bytes``: each pass sums over blocks of chunks, each
+        block on the device only while it is evaluated (the last block's shorter shape is
+        traced once more)."""
+        sums = [[0.0, 0.0] for _ in thetas]
+        with self._evaluation(state):
+            for block in self.blocks(split, per_class, self.batch_size):
+                args = (*(tf.constant(a) for a in block[:4]), tf.constant(block.groups))
+                for i, theta in enumerate(thetas):
+                    loss, grad = self._pass(tf.constant(theta, tf.float64), *args)
+                    sums[i][0] += loss.numpy()
+                    sums[i][1] += grad.numpy()
+        return [Evaluation.from_groups(loss, grad, per_class) for loss, grad in sums]

@@ -20,7 +20,7 @@ from lca_core.contract import integration
 from .tracker import Tracker, keras_backend
 
 
-@integration(bn_policy="batch")
+@integration(bn_policy="batch", resident_bytes=None)
 class LCACallback(LCACallbackBase, keras.callbacks.Callback):
     """Allocates every train step's loss change on ``data``; ``loss_fn`` defaults to the
     model's compiled loss. To continue a run when fit resumes (``initial_epoch``), pass

@@ -43,7 +43,10 @@ def keras_backend() -> str:
 def make_backend(model: keras.Model, loss_fn: Any, data: Any, opts: dict[str, Any]) -> Any:
     """The backend for the running Keras backend: TensorFlow's, or Keras-on-JAX's."""
     name = keras_backend()
-    options: dict[str, Any] = {"val_data": opts["val_data"]}
+    options: dict[str, Any] = {
+        "val_data": opts["val_data"],
+        "resident_bytes": opts["resident_bytes"],
+    }
     if opts["batch_size"] is not None:
         options["batch_size"] = opts["batch_size"]
     if name == "jax":
@@ -55,7 +58,7 @@ def make_backend(model: keras.Model, loss_fn: Any, data: Any, opts: dict[str, An
     return TFBackend(model, loss_fn, data, bn_policy=opts["bn_policy"], **options)
 
 
-@integration(bn_policy="batch")
+@integration(bn_policy="batch", resident_bytes=None)
 class Tracker(CoreTracker):
     """LCA of each optimizer step of a Keras custom loop (``loss_fn`` defaults to the
     model's compiled loss; it may return each example's loss or their mean)."""

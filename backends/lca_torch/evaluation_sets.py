@@ -9,7 +9,6 @@ whatever the size of the set. Both give the same chunks, hence the same L(θ).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -20,7 +19,7 @@ import torch
 
 from lca_core import EmptyEvaluationSetError
 from lca_core.errors import EvaluationDataError
-from lca_core.evaluation_data import check_finite_inputs
+from lca_core.evaluation_data import check_finite_inputs, resident_budget
 
 Chunk = tuple[Any, Any]
 Chunks = list[Chunk]
@@ -48,15 +47,9 @@ def _nbytes(x: Any) -> int:
 
 
 def default_resident_bytes(device: torch.device) -> int:
-    """How much of an evaluation set may live on the device: half of the free GPU memory,
-    or a quarter of the machine's memory on the CPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): 4 GiB
-        return 4 << 30
+    """Half of the free GPU memory, or a quarter of the machine's memory on the CPU."""
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    return resident_budget(free)
 
 
 @dataclass

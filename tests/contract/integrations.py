@@ -63,6 +63,14 @@ class Session:
     def train(self, tracker: Any, steps: int) -> None:
         raise NotImplementedError
 
+    #: whether its backend streams a set larger than ``resident_bytes`` (the function
+    #: backend hands the whole set to the user's function at once)
+    streams = True
+
+    def streamed_tracker(self, store: Any = None, **options: Any) -> Any:
+        """A tracker whose evaluation set is larger than its ``resident_bytes``."""
+        return self.tracker(store, resident_bytes=1, **options)
+
     def backend(self) -> Any:
         """A backend over this session's model and data (for replay)."""
         return self.tracker().backend
@@ -81,6 +89,7 @@ class Session:
 # -- function (numpy, no framework) -------------------------------------------------------
 class FunctionSession(Session):
     conventions = ("mean",)  # loss_and_grad returns the mean loss and its gradient
+    streams = False
 
     def __init__(self) -> None:
         from lca_core.numpy_models import MLP
@@ -148,6 +157,21 @@ class TorchSession(Session):
             options["val_data"] = tuple(torch.from_numpy(a) for a in options["val_data"])
         data = tuple(torch.from_numpy(a) for a in data) if data else (self.x, self.y)
         return Tracker(self.model, loss_fn, data, store, **options)
+
+    def streamed_tracker(self, store=None, **options):
+        """Tensors already on the device are held as views whatever their size: a loader's
+        batches are what a torch backend streams."""
+        import torch
+        from lca_torch import Tracker
+        from torch import nn
+
+        chunks = options.get("batch_size") or 4096
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(self.x, self.y), batch_size=chunks
+        )
+        return Tracker(
+            self.model, nn.CrossEntropyLoss(), loader, store, resident_bytes=1, **options
+        )
 
     def train(self, tracker, steps):
         from torch import nn
