@@ -131,6 +131,39 @@ def _check_finite(x: Any, what: str) -> None:
             check_finite_inputs(t.detach().float().cpu().numpy(), what)
 
 
+def _length_hint(data: Any) -> int | None:
+    """The number of examples, when the data says so without being read."""
+    try:
+        return len(data.dataset) if isinstance(data, torch.utils.data.DataLoader) else len(data[0])
+    except (TypeError, AttributeError, IndexError, KeyError):
+        return None
+
+
+class _Labels:
+    """Targets collected while the set is read, into one buffer sized up front when the
+    length is known: thousands of small arrays kept alive between the large chunks would
+    fragment the heap (glibc then stops returning the chunks' memory)."""
+
+    def __init__(self, expected: int | None) -> None:
+        self.expected, self.buffer, self.filled = expected, None, 0
+        self.parts: list[np.ndarray] = []  # what did not fit the buffer, in order
+
+    def add(self, y: torch.Tensor) -> None:
+        values = y.detach().cpu().numpy()
+        if self.buffer is None and self.expected:
+            self.buffer = np.empty((self.expected, *values.shape[1:]), values.dtype)
+        end = self.filled + len(values)
+        if self.buffer is not None and not self.parts and end <= len(self.buffer):
+            self.buffer[self.filled : end] = values
+            self.filled = end
+        else:  # the length hint was wrong: keep the rest as it comes
+            self.parts.append(values.copy())
+
+    def array(self) -> np.ndarray:
+        head = [] if self.buffer is None else [self.buffer[: self.filled]]
+        return np.concatenate([*head, *self.parts])
+
+
 def load_set(
     data: Any, batch_size: int, device: torch.device, resident_bytes: int | None, what: str
 ) -> EvaluationSet:
@@ -142,7 +175,7 @@ def load_set(
     source, costs = _source(data, batch_size, device)
     limit = default_resident_bytes(device) if resident_bytes is None else int(resident_bytes)
     chunks: Chunks | None = []
-    labels: list[torch.Tensor] | None = []
+    labels: _Labels | None = _Labels(_length_hint(data))
     first, total, nbytes = None, 0, 0
     # iterating a loader draws its base seed from the global RNG: keep the user's
     with torch.random.fork_rng(devices=[]):
@@ -150,7 +183,7 @@ def load_set(
             _check_finite(x, what)
             total += length(x)
             if labels is not None and isinstance(y, torch.Tensor):
-                labels.append(y.cpu())
+                labels.add(y)
             else:
                 labels = None
             chunk = (to_device(x, device), to_device(y, device))
@@ -166,8 +199,7 @@ def load_set(
         )
     if chunks is not None:
         return chunks
-    host_labels = torch.cat(labels).numpy() if labels else None
-    return Streamed(source, device, total, host_labels, first)
+    return Streamed(source, device, total, labels.array() if labels else None, first)
 
 
 def split_by_group(

@@ -110,3 +110,14 @@ def test_what_a_streamed_set_cannot_do_yet_is_refused_clearly():
         _train(loader, resident_bytes=1, per_class=True)
     with pytest.raises(ValueError, match="eval_subset needs the evaluation set on the device"):
         _train(loader, resident_bytes=1, eval_subset=0.5)
+
+
+@pytest.mark.parametrize("hint", [None, 4, 9, 20])
+def test_labels_are_collected_in_order_whatever_the_length_hint(hint):
+    from lca_torch.evaluation_sets import _Labels
+
+    labels = _Labels(hint)
+    parts = [torch.arange(0, 3), torch.arange(3, 7), torch.arange(7, 9)]
+    for y in parts:
+        labels.add(y)
+    np.testing.assert_array_equal(labels.array(), np.arange(9))
