@@ -19,6 +19,7 @@ BENCHMARKS = {
     "tensorflow": "bench_tensorflow",
     "memory": "bench_scale:run_memory",
     "ddp": "bench_scale:run_ddp",
+    "replay": "bench_scale:run_replay",
 }
 
 

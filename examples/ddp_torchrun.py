@@ -1,6 +1,6 @@
 """A DDP job (torchrun): the same Tracker in every process; each evaluates its shard.
 
-torchrun --nproc_per_node 2 examples/ddp_torchrun.py [--steps 40] [--out RUN]
+torchrun --standalone --nproc_per_node 2 examples/ddp_torchrun.py [--steps 40] [--out RUN]
 
 Every process passes the whole evaluation set; lca evaluates every world-th chunk of it in
 each process, all-reduces the sums in float64, so every process gets the same allocation,
