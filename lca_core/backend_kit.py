@@ -138,11 +138,13 @@ class BackendBase(Backend):
     #: bytes of evaluation set kept on the device; a larger set is streamed (``blocks``)
     resident_bytes: int | None = None
 
+    def _resident_limit(self) -> int:
+        return self.resident_bytes if self.resident_bytes is not None else resident_budget()
+
     def streamed(self, split: str) -> bool:
         """Whether ``split`` is larger than ``resident_bytes`` and so read in blocks."""
         x, y = self.sets[split]
-        limit = self.resident_bytes if self.resident_bytes is not None else resident_budget()
-        return np.asarray(x).nbytes + np.asarray(y).nbytes > limit
+        return np.asarray(x).nbytes + np.asarray(y).nbytes > self._resident_limit()
 
     def blocks(
         self, split: str, per_class: bool, batch: int, multiple: int = 1
@@ -156,8 +158,7 @@ class BackendBase(Backend):
         groups = (self.num_groups or 1) if per_class else 1
         group_of = self.group_of(split) if per_class else np.zeros(len(x), dtype=np.int64)
         example = (np.asarray(x[:1]).nbytes + np.asarray(y[:1]).nbytes) or 1
-        limit = self.resident_bytes if self.resident_bytes is not None else resident_budget()
-        per_block = size * max(1, limit // (example * size))
+        per_block = size * max(1, self._resident_limit() // (example * size))
         for g in range(groups):
             index = np.flatnonzero(group_of == g)
             first = (x[index[0]], y[index[0]]) if len(index) else None

@@ -11,7 +11,9 @@ Ray retries a task whose worker dies. Ray is imported here only when asked for
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,9 @@ from .step import StepResult
 
 #: the options a task's allocator takes (the driver alone stores and budgets)
 TASK_OPTIONS = ("rule", "tol", "max_panels", "per_class")
+#: most steps in one task: its θs travel through the object store, and a range costs one
+#: extra pass (its first point)
+MAX_RANGE = 32
 
 Allocated = list[tuple[dict[str, Evaluation], StepResult]]
 
@@ -51,9 +56,9 @@ def allocate_range(
 
 
 def ranges(first: int, last: int, workers: int) -> list[tuple[int, int]]:
-    """Steps first+1…last as consecutive (start point, end point) ranges, two per worker."""
-    count = last - first
-    size = max(1, math.ceil(count / (2 * workers)))
+    """Steps first+1…last as consecutive (start point, end point) ranges: two per worker,
+    at most ``MAX_RANGE`` steps each."""
+    size = min(MAX_RANGE, max(1, math.ceil((last - first) / (2 * workers))))
     return [(a, min(a + size, last)) for a in range(first, last, size)]
 
 
@@ -83,24 +88,19 @@ def ray_replay(
     task = ray.remote(max_retries=3)(allocate_range)
     shared = ray.put(backend)
     task_options = {k: options[k] for k in TASK_OPTIONS}
-    pending = [
-        (
-            a,
-            b,
-            task.remote(
-                shared,
-                np.stack([trajectory(t) for t in range(a, b + 1)]),
-                a,
-                every,
-                validation,
-                a == first,  # the determinism check once, on the first point
-                task_options,
-            ),
-        )
-        for a, b in ranges(first, last, workers)
-    ]
-    for a, b, ref in pending:
+
+    def submit(a: int, b: int) -> Any:
+        thetas = np.stack([trajectory(t) for t in range(a, b + 1)])
+        # the determinism check once, on the run's first point
+        return task.remote(shared, thetas, a, every, validation, a == first, task_options)
+
+    todo = iter(ranges(first, last, workers))
+    in_flight = deque((span, submit(*span)) for span in islice(todo, 2 * workers))
+    while in_flight:  # two tasks per worker at a time, taken back in step order
+        (a, b), ref = in_flight.popleft()
         allocated, passes = ray.get(ref)
+        if (span := next(todo, None)) is not None:
+            in_flight.append((span, submit(*span)))
         for t, (evals, result) in zip(range(a + 1, b + 1), allocated, strict=True):
             allocator.record(Snapshot(trajectory(t)), evals, result, passes if t == b else 0)
         yield b - a

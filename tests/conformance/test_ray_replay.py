@@ -14,7 +14,7 @@ import pytest
 from lca_core import FunctionBackend, open_run, replay
 from lca_core.cli import main
 from lca_core.numpy_models import MLP
-from lca_core.parallel import ranges
+from lca_core.parallel import MAX_RANGE, ranges
 
 ray = pytest.importorskip("ray")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -98,6 +98,23 @@ def test_ray_replay_writes_the_run_a_sequential_replay_writes(recorded, tmp_path
     _same_runs(tmp_path / "seq", tmp_path / "ray")
 
 
+def test_more_ranges_than_tasks_in_flight_still_record_in_order(recorded, tmp_path, monkeypatch):
+    import lca_core.parallel
+
+    monkeypatch.setattr(lca_core.parallel, "MAX_RANGE", 2)  # 5 ranges, 2 in flight
+    replay(recorded, _backend(), out=tmp_path / "seq", store_params=True, progress=False)
+    replay(
+        recorded,
+        _backend(),
+        out=tmp_path / "ray",
+        store_params=True,
+        progress=False,
+        executor="ray",
+        workers=1,
+    )
+    _same_runs(tmp_path / "seq", tmp_path / "ray")
+
+
 def test_a_task_whose_worker_dies_is_retried(recorded, tmp_path):
     loss_and_grad, theta0, data, layout = _parts()
     dying = _DiesOnce(tmp_path / "died", loss_and_grad, theta0, data=data, layout=layout)
@@ -138,10 +155,12 @@ def test_the_cli_replays_on_ray(recorded, tmp_path, capsys):
     )
 
 
-@pytest.mark.parametrize("first,last,workers", [(0, 9, 2), (3, 9, 2), (0, 1, 4), (0, 100, 3)])
+@pytest.mark.parametrize(
+    "first,last,workers", [(0, 9, 2), (3, 9, 2), (0, 1, 4), (0, 100, 3), (0, 1000, 2)]
+)
 def test_ranges_cover_every_step_once_in_order(first, last, workers):
     spans = ranges(first, last, workers)
     assert spans[0][0] == first and spans[-1][1] == last
-    assert all(b > a for a, b in spans)
+    assert all(0 < b - a <= MAX_RANGE for a, b in spans)
     assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
-    assert len(spans) <= 2 * workers
+    assert len(spans) <= max(2 * workers, -(-(last - first) // MAX_RANGE))
