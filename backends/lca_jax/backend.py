@@ -332,8 +332,10 @@ class JaxBackend(BackendBase):
 
 
 def _free(devices: Sequence[jax.Device]) -> int | None:
-    """Free memory of the first device when it reports it (GPUs), else None (CPU)."""
-    stats = devices[0].memory_stats() if devices else None
+    """Free memory of this process's first device when it reports it (GPUs), else None
+    (CPU; another process's devices under jax.distributed cannot be asked)."""
+    local = [d for d in devices if d.process_index == jax.process_index()]
+    stats = local[0].memory_stats() if local else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
     return None
