@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lca_core.parallel
 from lca_core import FunctionBackend, open_run, replay
 from lca_core.cli import main
 from lca_core.numpy_models import MLP
@@ -84,52 +85,36 @@ def _same_runs(a: Path, b: Path) -> None:
     assert sb.gradient_passes > sa.gradient_passes
 
 
-def test_ray_replay_writes_the_run_a_sequential_replay_writes(recorded, tmp_path):
+def _sequential_and_ray(recorded: Path, tmp_path: Path, backend, workers: int) -> None:
+    """Replay in this process and on Ray (with ``backend``): the same run."""
     replay(recorded, _backend(), out=tmp_path / "seq", store_params=True, progress=False)
     replay(
         recorded,
-        _backend(),
+        backend,
         out=tmp_path / "ray",
         store_params=True,
         progress=False,
         executor="ray",
-        workers=2,
+        workers=workers,
     )
     _same_runs(tmp_path / "seq", tmp_path / "ray")
 
 
-def test_more_ranges_than_tasks_in_flight_still_record_in_order(recorded, tmp_path, monkeypatch):
-    import lca_core.parallel
-
-    monkeypatch.setattr(lca_core.parallel, "MAX_RANGE", 2)  # 5 ranges, 2 in flight
-    replay(recorded, _backend(), out=tmp_path / "seq", store_params=True, progress=False)
-    replay(
-        recorded,
-        _backend(),
-        out=tmp_path / "ray",
-        store_params=True,
-        progress=False,
-        executor="ray",
-        workers=1,
-    )
-    _same_runs(tmp_path / "seq", tmp_path / "ray")
+@pytest.mark.parametrize(
+    "workers,max_range", [(2, MAX_RANGE), (1, 2)], ids=["all-in-flight", "5-ranges-2-in-flight"]
+)
+def test_ray_replay_writes_the_run_a_sequential_replay_writes(
+    recorded, tmp_path, monkeypatch, workers, max_range
+):
+    monkeypatch.setattr(lca_core.parallel, "MAX_RANGE", max_range)
+    _sequential_and_ray(recorded, tmp_path, _backend(), workers)
 
 
 def test_a_task_whose_worker_dies_is_retried(recorded, tmp_path):
     loss_and_grad, theta0, data, layout = _parts()
     dying = _DiesOnce(tmp_path / "died", loss_and_grad, theta0, data=data, layout=layout)
-    replay(recorded, _backend(), out=tmp_path / "seq", store_params=True, progress=False)
-    replay(
-        recorded,
-        dying,
-        out=tmp_path / "ray",
-        store_params=True,
-        progress=False,
-        executor="ray",
-        workers=2,
-    )
+    _sequential_and_ray(recorded, tmp_path, dying, workers=2)
     assert (tmp_path / "died").read_text() == "died"  # a worker did die
-    _same_runs(tmp_path / "seq", tmp_path / "ray")
 
 
 def test_the_cli_replays_on_ray(recorded, tmp_path, capsys):
