@@ -30,16 +30,23 @@ def _data_url(image: Figure | bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _unavailable(run: Run, results: dict[str, Any], analysis: Analysis) -> str | None:
+    """Why the run cannot have the analysis' figures (data it did not store, or data the
+    analysis found insufficient), or None."""
+    result = results.get(analysis.key)
+    if isinstance(result, dict) and "unavailable" in result:
+        return result["unavailable"]
+    return analysis.missing(run)
+
+
 def _figure(
     run: Run, results: dict[str, Any], analysis: Analysis, spec: FigureSpec, frames: int
 ) -> str:
     """One figure's body: the image, or why the run cannot have it."""
-    result = results.get(analysis.key)
-    reason = analysis.missing(run)
-    if isinstance(result, dict) and "unavailable" in result:
-        reason = result["unavailable"]
+    reason = _unavailable(run, results, analysis)
     if reason is not None:
         return f'<p class="missing">Not available: {html.escape(reason)}</p>'
+    result = results.get(analysis.key)
     return (
         f'<img alt="{html.escape(spec.title)}" src="{_data_url(spec.draw(run, result, frames))}">'
     )
@@ -122,10 +129,9 @@ def save_figures(
     for (analysis, spec), target in zip(
         tqdm(drawable, desc="figures", disable=not progress, leave=False), targets, strict=True
     ):
-        result = results.get(analysis.key)
-        if isinstance(result, dict) and "unavailable" in result:
+        if _unavailable(run, results, analysis) is not None:
             continue
-        figure = spec.draw(run, result, 0)
+        figure = spec.draw(run, results.get(analysis.key), 0)
         assert isinstance(figure, Figure)  # still figures only (animated ones were left out)
         target.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(target, dpi=90, metadata=PNG_METADATA)
