@@ -28,7 +28,7 @@ from .contract import (
 )
 from .cost import LOG, CostMeter, Forecast
 from .errors import NonFiniteError
-from .evaluator import CheckedEvaluator
+from .evaluator import CheckedEvaluator, all_finite
 from .protocol import Backend, Evaluation, Snapshot
 from .quadrature import integrate
 from .recorder import Recorder
@@ -215,13 +215,14 @@ class Allocator:
     ) -> tuple[StepResult, dict[str, Evaluation]]:
         assert self._point is not None
         prev = self._point
-        if not np.all(np.isfinite(theta1)):
+        if not all_finite(theta1):
             raise NonFiniteError(
                 f"the optimizer step {self._step} produced NaN or infinite parameters; "
                 "training diverged. Lower the learning rate or clip gradients."
             )
         delta = theta1 - prev.theta
-        nodes = self.evaluate.along(prev.theta, delta, prev.snapshot.state, f"step {self._step}")
+        where = f"step {self._step}"
+        nodes = self.evaluate.along(prev.theta, delta, theta1, prev.snapshot.state, where)
         integral = integrate(
             self.rule, prev.evals, delta, nodes, tol=self.tol, max_panels=self.max_panels
         )

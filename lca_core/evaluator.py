@@ -67,7 +67,7 @@ class CheckedEvaluator:
                     f"the backend returned a gradient of shape {grad.shape} for {where}; the "
                     f"layout has {self.size} parameters"
                 )
-            if not np.isfinite(ev.loss) or not np.all(np.isfinite(grad)):
+            if not np.isfinite(ev.loss) or not all_finite(grad):
                 what = "loss" if not np.isfinite(ev.loss) else "gradient"
                 if not self._started:
                     raise NonFiniteError(
@@ -96,11 +96,14 @@ class CheckedEvaluator:
         self._started = True
         return {"train": train, **others}
 
-    def along(self, theta0: np.ndarray, delta: np.ndarray, state: Any, where: str) -> NodeEvaluator:
-        """The points θ_0 + sΔ as the integrator asks for them, every split."""
+    def along(
+        self, theta0: np.ndarray, delta: np.ndarray, theta1: np.ndarray, state: Any, where: str
+    ) -> NodeEvaluator:
+        """The points θ_0 + sΔ as the integrator asks for them, every split (θ_1 itself at
+        s = 1: the next step starts from exactly that point)."""
 
         def evaluate(nodes: Sequence[float]) -> dict[str, list[Evaluation]]:
-            points = [theta0 + s * delta for s in nodes]
+            points = [theta1 if s == 1 else theta0 + s * delta for s in nodes]
             return {split: self(points, state, split, where) for split in self.splits}
 
         return evaluate
@@ -126,3 +129,11 @@ class CheckedEvaluator:
                     "dropout off, no augmentation and a fixed, unshuffled evaluation set."
                 )
         return first
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity in ``values``: one sum settles it unless that overflows (a NaN or
+    an infinity always reaches the sum), without a K-long temporary on the usual path."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = values.sum()
+    return bool(np.isfinite(total)) or bool(np.all(np.isfinite(values)))

@@ -146,19 +146,21 @@ class Layout:
     def _layer_members(self) -> list[np.ndarray]:
         return [np.flatnonzero(self.param_layer == j) for j in range(len(self.layers))]
 
-    def reduce_by_param(self, values: np.ndarray) -> np.ndarray:
-        """Sum a (..., K) array over each parameter's coordinates → (..., n_params)."""
+    def reduce_by_param(self, values: np.ndarray, dtype: Any = None) -> np.ndarray:
+        """Sum a (..., K) array over each parameter's coordinates → (..., n_params), in
+        ``dtype`` (default: the values'; int64 counts a boolean array)."""
         nonempty = np.diff(self.offsets) > 0  # reduceat mishandles empty segments
-        out = np.zeros((*values.shape[:-1], len(self.params)), dtype=values.dtype)
-        out[..., nonempty] = np.add.reduceat(values, self.offsets[:-1][nonempty], axis=-1)
+        out = np.zeros((*values.shape[:-1], len(self.params)), dtype=dtype or values.dtype)
+        starts = self.offsets[:-1][nonempty]
+        out[..., nonempty] = np.add.reduceat(values, starts, axis=-1, dtype=dtype)
         return out
 
-    def reduce_by_layer(self, values: np.ndarray) -> np.ndarray:
+    def reduce_by_layer(self, values: np.ndarray, dtype: Any = None) -> np.ndarray:
         """Sum a (..., K) array over each layer's coordinates → (..., n_layers)."""
         # no BLAS here: it would wake OpenBLAS threads that fight the framework's own pool
         if self._layer_starts is not None:
-            return np.add.reduceat(values, self._layer_starts, axis=-1)
-        per_param = self.reduce_by_param(values)
+            return np.add.reduceat(values, self._layer_starts, axis=-1, dtype=dtype)
+        per_param = self.reduce_by_param(values, dtype)
         return np.stack([per_param[..., m].sum(axis=-1) for m in self._layer_members], axis=-1)
 
     def split(self, theta: np.ndarray) -> dict[str, np.ndarray]:
@@ -203,6 +205,6 @@ def flat_vector(arrays: Iterable[Any]) -> np.ndarray:
 def sign_counts(lca: np.ndarray, layout: Layout) -> np.ndarray:
     """(…, K) allocations → (…, layers, 3) parameters that helped (A < 0), hurt (A > 0) and
     were zero: the one definition of the counts behind every helped / hurt share."""
-    helped, hurt = layout.reduce_by_layer(np.stack([lca < 0, lca > 0]).astype(np.int64))
-    sizes = np.broadcast_to(layout.layer_sizes, helped.shape)
-    return np.stack([helped, hurt, sizes - helped - hurt], axis=-1)
+    helped = layout.reduce_by_layer(lca < 0, np.int64)
+    hurt = layout.reduce_by_layer(lca > 0, np.int64)
+    return np.stack([helped, hurt, layout.layer_sizes - helped - hurt], axis=-1)

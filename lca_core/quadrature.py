@@ -12,6 +12,7 @@ the midpoint, refined as Simpson is. Never more passes than Simpson-first.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -85,29 +86,46 @@ class NestedSum:
         self.g0 = g0
         self.ends = g0 + g1
         # initial interior nodes: simpson has one (s = 1/2, odd index); trapezoid none
-        self.odd = sum(interior) if interior else np.zeros_like(g0)
-        self.even = np.zeros_like(g0)
+        self.odd: np.ndarray | None = _total(interior)
+        self.even: np.ndarray | None = None
         self._value: np.ndarray | None = None
+        self._allocation: tuple[np.ndarray, np.ndarray] | None = None
 
     def value(self) -> np.ndarray:
         """The current estimate of ḡ (cached until the next refinement)."""
         if self._value is None:
             if self.rule == "first_order":
                 self._value = self.g0
-            elif self.rule == "trapezoid":
-                self._value = (0.5 * self.ends + self.odd + self.even) / self.n
-            else:
-                self._value = (self.ends + 4.0 * self.odd + 2.0 * self.even) / (3.0 * self.n)
+            else:  # the weights of ends, odd and even nodes, over the panels
+                scale = 1.0 / self.n if self.rule == "trapezoid" else 1.0 / (3 * self.n)
+                w_ends, w_odd, w_even = (0.5, 1.0, 1.0) if self.rule == "trapezoid" else (1, 4, 2)
+                value = self.ends * (w_ends * scale)
+                for part, w in ((self.odd, w_odd), (self.even, w_even)):
+                    if part is not None:
+                        value += part * (w * scale)
+                self._value = value
         return self._value
+
+    def allocation(self, delta: np.ndarray) -> np.ndarray:
+        """Δ·ḡ elementwise at the current estimate, computed once for the residual and the
+        step's allocation alike."""
+        if self._allocation is None or self._allocation[0] is not delta:
+            self._allocation = (delta, delta * self.value())
+        return self._allocation[1]
 
     def refine(self, new: list[np.ndarray]) -> None:
         """Add the gradients at :func:`refinement_nodes` (self.n) and double n."""
         if len(new) != self.n:
             raise ValueError(f"refining {self.n} sub-intervals needs {self.n} new nodes")
-        self.even = self.even + self.odd
-        self.odd = sum(new)
+        self.even = _total([p for p in (self.even, self.odd) if p is not None])
+        self.odd = _total(new)
         self.n *= 2
-        self._value = None
+        self._value = self._allocation = None
+
+
+def _total(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """Σ arrays without a copy for one (the sums are never changed in place), None for none."""
+    return functools.reduce(np.add, arrays) if arrays else None
 
 
 def first_nodes(rule: str) -> list[float]:
@@ -119,7 +137,7 @@ def first_nodes(rule: str) -> list[float]:
 def path_residual(e0: Evaluation, e1: Evaluation, delta: np.ndarray, g: NestedSum) -> float:
     """ΔL − Δ·ḡ: what the current estimate of the path integral leaves unexplained."""
     # an elementwise product and pairwise sum: no BLAS call (see Layout.reduce_by_layer)
-    return float((e1.loss - e0.loss) - (delta * g.value()).sum())
+    return float((e1.loss - e0.loss) - g.allocation(delta).sum())
 
 
 @dataclass

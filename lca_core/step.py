@@ -56,11 +56,11 @@ def step_result(
 ) -> StepResult:
     """The step's allocation from its path integral; converged when every split's
     residual is within ``tol``. On a subset the grouped gradients give standard errors."""
-    lca = delta * integral.grads["train"].value()
+    lca = integral.grads["train"].allocation(delta)
     grouped = integral.class_grads["train"]
     stderr = None
     if subset is not None and grouped is not None:
-        stderr = layer_stderr(layout.reduce_by_layer(delta * grouped.value()), subset)
+        stderr = layer_stderr(layout.reduce_by_layer(grouped.allocation(delta)), subset)
         grouped = None  # random groups, not classes: nothing to store per class
     val = integral.grads.get("val")
     return StepResult(
@@ -75,9 +75,9 @@ def step_result(
         gradient_passes=gradient_passes,
         layer_lca=layout.reduce_by_layer(lca),
         layer_counts=sign_counts(lca, layout),
-        class_lca=delta * grouped.value() if grouped is not None else None,
+        class_lca=grouped.allocation(delta) if grouped is not None else None,
         val_residual=integral.residuals["val"] if val is not None else None,
-        val_layer_lca=layout.reduce_by_layer(delta * val.value()) if val is not None else None,
+        val_layer_lca=layout.reduce_by_layer(val.allocation(delta)) if val is not None else None,
         layer_lca_stderr=stderr,
     )
 

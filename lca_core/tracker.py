@@ -132,10 +132,12 @@ class Tracker:
             self._bar.write(str(self.allocator.forecast))
         if result is not None:
             self.last = result
-            self._bar.set_postfix(
-                residual=f"{result.residual:.1e}", helped=f"{result.pct_helped:.1f}%"
-            )
-        self._bar.update()
+        if not self._bar.disable:
+            if result is not None:
+                self._bar.set_postfix(
+                    residual=f"{result.residual:.1e}", helped=f"{result.pct_helped:.1f}%"
+                )
+            self._bar.update()
         return result
 
     def _check_untouched(self, theta: np.ndarray) -> None:

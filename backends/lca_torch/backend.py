@@ -36,6 +36,10 @@ from .evaluation_sets import (
 )
 
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
+#: the parameters as leaves: (the one vector they view, or None when dtypes differ; by name)
+_Leaves = tuple[torch.Tensor | None, dict[str, torch.Tensor]]
+#: parameters up to this size keep their evaluation leaves on the device between calls
+KEEP_LEAVES_BYTES = 64 * 2**20
 _STREAMED = (
     "{what} needs the evaluation set on the device, but this one is streamed (it is larger "
     "than resident_bytes). Give a smaller set, or a larger resident_bytes if it fits."
@@ -72,12 +76,25 @@ def _evaluation_mode(model: nn.Module, bn_policy: str) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+class _Swapped(nn.Module):
+    """The user's model as a child, so that one ``functional_call`` puts the evaluation's
+    leaf tensors and buffer copies in place of the model's own for a whole call (every
+    point, every chunk): swapping them per pass costs a small model ~10 % of its pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, work: Callable[[], list[Evaluation]]) -> list[Evaluation]:
+        return work()
+
+
 def chunk_loss(value: torch.Tensor, n: int, total: int) -> torch.Tensor:
     """A chunk's share of the mean loss over ``total`` examples, whichever convention the
     loss follows: a batch mean (a scalar) weighs n/total, per-example losses (shape (n,))
     are summed and divided by total. Both give the same L(θ)."""
     if value.ndim == 0:
-        return value * (n / total)
+        return value if n == total else value * (n / total)
     if value.shape == (n,):
         return value.sum() / total
     raise LossShapeError(
@@ -133,6 +150,13 @@ class TorchBackend(BackendBase):
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}
         self._dtype = dtypes.pop() if len(dtypes) == 1 else None
+        # leaf tensors are refilled at each θ, not rebuilt: building them costs ~0.1 ms, a
+        # few % of a small model's pass; a small model's are kept between calls too (a large
+        # one's would be a lasting copy of its parameters on the device)
+        param_bytes = sum(p.numel() * p.element_size() for p in self._params)
+        self._keep_leaves = param_bytes <= KEEP_LEAVES_BYTES
+        self._kept_leaves: _Leaves | None = None
+        self._swapped = _Swapped(model)
         self._trial()
 
     def _trial(self) -> None:
@@ -147,7 +171,9 @@ class TorchBackend(BackendBase):
             head = {k: v[:2] for k, v in x.items()} if isinstance(x, Mapping) else x[:2]
             try:
                 with torch.no_grad(), _evaluation_mode(self.model, self.bn_policy):
-                    tensors = {**self._buffers(None), **dict(self.model.named_parameters())}
+                    # buffers copied: BatchNorm in batch mode updates them in place
+                    buffers = {k: b.clone() for k, b in self.model.named_buffers()}
+                    tensors = {**buffers, **dict(self.model.named_parameters())}
                     args, kwargs = ((), head) if isinstance(head, Mapping) else ((head,), {})
                     out = functional_call(self.model, tensors, args, kwargs)
                     self.loss_fn(out, y[:2] if y is not None else None)
@@ -206,69 +232,105 @@ class TorchBackend(BackendBase):
         with torch.no_grad():
             flat = [p.detach().reshape(-1).cpu() for p in self._params]
             dtypes = {t.dtype for t in flat}
+            # cat always copies: θ is the model's values now, never a view of them
             theta = torch.cat([t.double() for t in flat] if len(dtypes) > 1 else flat).numpy()
         state = None
         if self.bn_policy == "running" and self._has_bn:
             state = {k: b.detach().clone() for k, b in self.model.named_buffers()}
-        return Snapshot(theta.copy(), state)
+        return Snapshot(theta, state)
 
     def evaluate_split(
         self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
         with _evaluation_mode(self.model, self.bn_policy):
-            return [self._evaluate_one(theta, state, split, per_class) for theta in thetas]
+            leaves = self._kept_leaves or self._new_leaves()
+            if self._keep_leaves:
+                self._kept_leaves = leaves
+            source = state if state is not None else dict(self.model.named_buffers())
+            buffers = {k: b.clone() for k, b in source.items()}
+
+            def every_point() -> list[Evaluation]:
+                return [
+                    self._evaluate_one(self._fill(leaves, theta), buffers, source, split, per_class)
+                    for theta in thetas
+                ]
+
+            tensors = {f"model.{k}": v for k, v in {**buffers, **leaves[1]}.items()}
+            return functional_call(self._swapped, tensors, (every_point,))
 
     # -- evaluation -----------------------------------------------------------------------
-    def _leaves(self, theta: np.ndarray) -> dict[str, torch.Tensor]:
-        """Parameters as fresh leaf tensors: views of one vector cast to the model's dtype."""
-        flat = torch.from_numpy(np.ascontiguousarray(theta, dtype=np.float64))
-        if self._dtype is not None:  # one dtype for all: cast once, then view
-            flat = flat.to(self.device, self._dtype)
-        else:
-            flat = flat.to(self.device)
-        leaves = {}
-        for spec, p, lo, hi in zip(
-            self.layout.params,
-            self._params,
-            self.layout.offsets[:-1],
-            self.layout.offsets[1:],
-            strict=True,
-        ):
-            leaves[spec.name] = flat[lo:hi].view(p.shape).to(p.dtype).requires_grad_(True)
-        return leaves
+    def _fill(self, leaves: _Leaves, theta: np.ndarray) -> dict[str, torch.Tensor]:
+        """The leaves holding θ, cast to the model's dtype(s) on the device."""
+        flat, named = leaves
+        source = torch.from_numpy(np.ascontiguousarray(theta, dtype=np.float64))
+        with torch.no_grad():
+            if flat is not None:
+                flat.copy_(source)
+            else:
+                bounds = zip(self.layout.offsets[:-1], self.layout.offsets[1:], strict=True)
+                for leaf, (lo, hi) in zip(named.values(), bounds, strict=True):
+                    leaf.copy_(source[lo:hi].view(leaf.shape))
+        return named
 
-    def _buffers(self, state: Any) -> dict[str, torch.Tensor]:
-        source = state if state is not None else dict(self.model.named_buffers())
-        return {k: b.clone() for k, b in source.items()}  # BN may update them in place
+    def _new_leaves(self) -> _Leaves:
+        """Parameters as leaf tensors: views of one device vector in the model's dtype, or
+        one tensor each when the parameters' dtypes differ."""
+        bounds = zip(self.layout.offsets[:-1], self.layout.offsets[1:], strict=True)
+        if self._dtype is None:
+            leaves = {
+                spec.name: torch.empty_like(p, device=self.device).requires_grad_(True)
+                for spec, p in zip(self.layout.params, self._params, strict=True)
+            }
+            return None, leaves
+        flat = torch.empty(self.layout.size, dtype=self._dtype, device=self.device)
+        leaves = {
+            spec.name: flat[lo:hi].view(p.shape).requires_grad_(True)
+            for spec, p, (lo, hi) in zip(self.layout.params, self._params, bounds, strict=True)
+        }
+        return flat, leaves
 
     def _pass(
-        self, leaves: dict[str, torch.Tensor], state: Any, chunks: EvaluationSet, total: int
+        self,
+        params: list[torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        source: Mapping[str, torch.Tensor],
+        chunks: EvaluationSet,
+        total: int,
     ) -> tuple[float, np.ndarray]:
         """Σ over this process's chunks of (n_chunk/total)·loss and its flat gradient, in
-        float64 (all of them without a process group)."""
-        params = list(leaves.values())
-        loss64 = torch.zeros((), dtype=torch.float64, device=self.device)
-        grad64 = torch.zeros(self.layout.size, dtype=torch.float64, device=self.device)
-        buffers = self._buffers(state)
+        float64 (all of them without a process group). The model runs on ``params`` and
+        ``buffers`` (swapped in by the caller); the buffers start every pass from
+        ``source``, as BatchNorm updates them in place."""
+        with torch.no_grad():
+            for name, buffer in buffers.items():
+                buffer.copy_(source[name])
+        loss64 = grad64 = None
         for x, y in self._shards.mine(chunks):
-            tensors = {**buffers, **leaves}
-            if isinstance(x, Mapping):
-                out = functional_call(self.model, tensors, (), x)
-            else:
-                out = functional_call(self.model, tensors, (x,))
+            out = self.model(**x) if isinstance(x, Mapping) else self.model(x)
             loss = chunk_loss(self.loss_fn(out, y), length(x), total)
             grads = torch.autograd.grad(loss, params, materialize_grads=True)
-            loss64 += loss.detach().double()
-            grad64 += torch.cat([g.reshape(-1) for g in grads]).double()
+            grad = torch.cat([g.reshape(-1) for g in grads]).double()  # a new tensor
+            if grad64 is None:
+                loss64, grad64 = loss.detach().double(), grad
+            else:
+                loss64 += loss.detach()
+                grad64 += grad
+        if grad64 is None:  # a process of a job with fewer chunks than processes
+            return 0.0, np.zeros(self.layout.size)
         return float(loss64), grad64.cpu().numpy()
 
     def _evaluate_one(
-        self, theta: np.ndarray, state: Any, split: str, per_class: bool
+        self,
+        leaves: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        source: Mapping[str, torch.Tensor],
+        split: str,
+        per_class: bool,
     ) -> Evaluation:
-        leaves, chunks = self._leaves(theta), self.sets[split]
+        chunks, params = self.sets[split], list(leaves.values())
         total = total_of(chunks)
         if not per_class:
-            loss, grad = self._pass(leaves, state, chunks, total)
+            loss, grad = self._pass(params, buffers, source, chunks, total)
             losses, grads = np.array([loss]), grad[None]
         else:  # the set partitioned by label, one pass in total (Σ_c parts = whole)
             if isinstance(chunks, Streamed):
@@ -283,6 +345,6 @@ class TorchBackend(BackendBase):
             grads = np.zeros((groups, self.layout.size))
             for c, class_chunks in enumerate(self._by_class[split]):
                 if class_chunks:
-                    losses[c], grads[c] = self._pass(leaves, state, class_chunks, total)
+                    losses[c], grads[c] = self._pass(params, buffers, source, class_chunks, total)
         losses, grads = self._shards.all_reduce([losses, grads], self.device)
         return Evaluation.from_groups(losses, grads, per_class)

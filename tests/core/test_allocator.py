@@ -13,6 +13,7 @@ from lca_core import (
     NonFiniteError,
     open_run,
 )
+from lca_core.evaluator import all_finite
 from lca_core.numpy_models import MLP
 from tests.checks import gauss_legendre_lca
 from tests.core.models import cubic, digits_like, linear, logistic, logistic_data, sgd
@@ -198,6 +199,19 @@ def test_non_finite_gradient_and_step_are_refused():
     alloc.start()
     with pytest.raises(NonFiniteError, match="optimizer step 0"):
         alloc.advance(np.array([1.0, np.inf]))
+
+
+@given(
+    st.lists(
+        st.sampled_from([0.0, -1.5, 1e300, -1e300, 1.7e308, np.nan, np.inf, -np.inf]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_the_finiteness_check_is_exact_also_where_the_sum_overflows(values):
+    """The check sums first (cheap); a sum that overflows from finite values is not a NaN."""
+    a = np.array(values)
+    assert all_finite(a) == bool(np.all(np.isfinite(a)))
 
 
 def test_layout_mismatch_between_steps_is_refused():

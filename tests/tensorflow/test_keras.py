@@ -152,3 +152,28 @@ def test_allocate_one_step_in_one_call(digits):
         out.result.loss_after - out.result.loss_before, abs=1e-9
     )
     assert abs(out.residual) <= 1e-3 and total < 0  # one step of training lowered the loss
+
+
+@pytest.mark.parametrize("bn_policy", ["batch", "running"])
+def test_a_pass_that_fails_midway_leaves_every_variable_as_it_was(digits, bn_policy):
+    """The pass assigns θ (and the BatchNorm state) to the model's variables inside one
+    graph call; when the call fails after that — here a loss that checks its logits, at a
+    θ of NaN — the variables are the model's own again when the error reaches the user."""
+    x, y = digits
+
+    def checked(y_true, logits):
+        logits = tf.debugging.check_numerics(logits, "logits")
+        return keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+
+    model = small_cnn()
+    backend = TFBackend(model, checked, (x, y), bn_policy=bn_policy)
+    before = [v.numpy().copy() for v in model.variables]
+    snap = backend.snapshot()
+    (ok,) = backend.evaluate([snap.theta], state=snap.state)
+    assert np.isfinite(ok.loss)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="logits"):
+        backend.evaluate([snap.theta, np.full_like(snap.theta, np.nan)], state=snap.state)
+    for v, value in zip(model.variables, before, strict=True):
+        np.testing.assert_array_equal(v.numpy(), value, err_msg=v.path)
+    (again,) = backend.evaluate([snap.theta], state=snap.state)
+    assert again.loss == ok.loss

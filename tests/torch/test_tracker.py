@@ -205,3 +205,44 @@ def test_allocate_one_step_in_one_call_matches_the_tracker(digits, tmp_path):
     assert out.residual == pytest.approx(open_run(tmp_path / "run").residuals[0], abs=1e-12)
     with pytest.raises(KeyError, match="lack"):
         allocate(model, ce, (x, y), {"fc1.weight": before["fc1.weight"]}, after)
+
+
+class TwoDtypes(nn.Module):
+    """A float64 layer feeding a float32 one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 5).double()
+        self.b = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.tanh(self.a(x.double())).float())
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["leaves kept", "leaves per call"])
+def test_parameters_of_two_dtypes_are_evaluated_each_in_its_own(monkeypatch, kept):
+    """θ is float64; each parameter is refilled in its own dtype at every point of a call,
+    whether the leaves are kept between calls (a small model) or built per call."""
+    import lca_torch.backend
+
+    monkeypatch.setattr(lca_torch.backend, "KEEP_LEAVES_BYTES", 2**30 if kept else 0)
+    torch.manual_seed(0)
+    model, loss_fn = TwoDtypes(), nn.CrossEntropyLoss()
+    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    backend = TorchBackend(model, loss_fn, (x, y))
+    theta = backend.snapshot().theta
+    assert theta.dtype == np.float64
+    points = [theta + 0.05, theta * 0.5, theta + 0.05]
+    evaluations = backend.evaluate(points) + backend.evaluate(points[:1])
+    offsets = backend.layout.offsets
+    for point, ev in zip([*points, points[0]], evaluations, strict=True):
+        reference = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, lo, hi in zip(reference.parameters(), offsets[:-1], offsets[1:], strict=True):
+                p.copy_(torch.from_numpy(point[lo:hi]).view_as(p))
+        loss = loss_fn(reference(x), y)
+        loss.backward()
+        grad = torch.cat([p.grad.double().reshape(-1) for p in reference.parameters()])
+        assert ev.loss == pytest.approx(loss.item(), rel=1e-6)
+        np.testing.assert_allclose(ev.grad, grad.numpy(), rtol=1e-5, atol=1e-7)
+    assert evaluations[0].loss == evaluations[2].loss == evaluations[3].loss
