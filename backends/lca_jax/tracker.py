@@ -12,6 +12,7 @@ tracker.close()
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import jax
@@ -31,6 +32,25 @@ def _deleted(tree: Any) -> bool:
         isinstance(leaf, jax.Array) and leaf.is_deleted()
         for leaf in jax.tree_util.tree_leaves(tree)
     )
+
+
+class _Arrays:
+    """Which arrays a pytree held, without keeping them alive (weak references)."""
+
+    def __init__(self, tree: Any = None) -> None:
+        leaves = jax.tree_util.tree_leaves(tree)
+        arrays = all(isinstance(leaf, jax.Array) for leaf in leaves)
+        self._refs = [weakref.ref(leaf) for leaf in leaves] if leaves and arrays else None
+
+    def same(self, tree: Any) -> bool:
+        """Whether ``tree`` holds exactly these arrays, in order (JAX arrays are immutable,
+        so their values are the ones seen then)."""
+        if self._refs is None:
+            return False
+        leaves = jax.tree_util.tree_leaves(tree)
+        return len(leaves) == len(self._refs) and all(
+            ref() is leaf for ref, leaf in zip(self._refs, leaves, strict=True)
+        )
 
 
 @integration(num_classes=None, max_vmap=None, devices=None, resident_bytes=None)
@@ -66,13 +86,19 @@ class Tracker(CoreTracker):
             if opts[k] is not None
         }
         self._setup(JaxBackend(loss_fn, params, data, **backend_options), opts)
+        self._last_arrays = _Arrays()
 
     def flatten(self, params: Any) -> np.ndarray:
         return flatten(params)
 
+    def start(self, params: Any = None) -> None:
+        super().start(params)
+        self._last_arrays = _Arrays(params)
+
     def update(self, params_before: Any, params_after: Any) -> StepResult | None:
         """Allocate the step params_before → params_after (``params_before`` may have been
-        donated to the step: it is then not compared)."""
+        donated to the step: it is then not compared; nor when it holds the very arrays of
+        the last ``params_after``, which cannot have changed since)."""
         if _deleted(params_before):
             if not self._started:
                 raise RuntimeError(
@@ -80,7 +106,11 @@ class Tracker(CoreTracker):
                     "tracker.start(params) before the first step"
                 )
             params_before = None
-        return super().update(params_before, params_after)
+        elif self._started and self._last_arrays.same(params_before):
+            params_before = None
+        result = super().update(params_before, params_after)
+        self._last_arrays = _Arrays(params_after)
+        return result
 
 
 def allocate(

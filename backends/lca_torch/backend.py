@@ -247,7 +247,7 @@ class TorchBackend(BackendBase):
             if self._keep_leaves:
                 self._kept_leaves = leaves
             source = state if state is not None else dict(self.model.named_buffers())
-            buffers = {k: b.clone() for k, b in source.items()}
+            buffers = {k: torch.empty_like(b) for k, b in source.items()}  # filled per pass
 
             def every_point() -> list[Evaluation]:
                 return [

@@ -1,10 +1,13 @@
+import gc
 import os
 import socket
 import subprocess
 import sys
+import weakref
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -181,6 +184,27 @@ def test_bad_input_is_explained(digits):
     moved = jax.tree_util.tree_map(lambda a: a * 0.5, params)
     with pytest.raises(RuntimeError, match="changed between two tracked optimizer steps"):
         tracker.update(moved, params)
+
+
+def test_the_last_steps_own_arrays_are_not_compared_again_nor_kept_alive(digits):
+    """params_before that holds the very arrays of the last params_after cannot have
+    changed (JAX arrays are immutable): they are not read back to the host again. An equal
+    copy is read and compared, and the tracker holds no reference that keeps arrays alive."""
+    x, y = digits
+    tracker = Tracker(mlp_loss, init_mlp(), (x, y))
+    reads = []
+    read = tracker.flatten
+    tracker.flatten = lambda params: reads.append(params) or read(params)
+    params = train(tracker, mlp_loss, init_mlp(), x, y, steps=3)
+    assert len(reads) == 1 + 3  # θ_0, then each step's params_after only
+    copied = jax.tree_util.tree_map(jnp.copy, params)
+    tracker.update(copied, jax.tree_util.tree_map(lambda a: a * 0.999, params))
+    assert reads[-2] is copied  # compared: not the same arrays
+    leaf = weakref.ref(jax.tree_util.tree_leaves(params)[0])
+    reads.clear()
+    del params, copied
+    gc.collect()
+    assert leaf() is None
 
 
 def test_importing_lca_jax_imports_no_other_framework():
