@@ -79,7 +79,8 @@ def _evaluation_mode(model: nn.Module, bn_policy: str) -> Iterator[None]:
 class _Swapped(nn.Module):
     """The user's model as a child, so that one ``functional_call`` puts the evaluation's
     leaf tensors and buffer copies in place of the model's own for a whole call (every
-    point, every chunk): swapping them per pass costs a small model ~10 % of its pass."""
+    point, every chunk): swapping them per pass costs ~30 µs and ~250 Python calls, a few %
+    of a small model's pass."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
