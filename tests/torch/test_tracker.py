@@ -234,15 +234,49 @@ def test_parameters_of_two_dtypes_are_evaluated_each_in_its_own(monkeypatch, kep
     assert theta.dtype == np.float64
     points = [theta + 0.05, theta * 0.5, theta + 0.05]
     evaluations = backend.evaluate(points) + backend.evaluate(points[:1])
-    offsets = backend.layout.offsets
     for point, ev in zip([*points, points[0]], evaluations, strict=True):
-        reference = copy.deepcopy(model)
-        with torch.no_grad():
-            for p, lo, hi in zip(reference.parameters(), offsets[:-1], offsets[1:], strict=True):
-                p.copy_(torch.from_numpy(point[lo:hi]).view_as(p))
-        loss = loss_fn(reference(x), y)
-        loss.backward()
-        grad = torch.cat([p.grad.double().reshape(-1) for p in reference.parameters()])
-        assert ev.loss == pytest.approx(loss.item(), rel=1e-6)
-        np.testing.assert_allclose(ev.grad, grad.numpy(), rtol=1e-5, atol=1e-7)
+        assert_matches_autograd(ev, model, loss_fn, (x, y), point, backend.layout.offsets)
     assert evaluations[0].loss == evaluations[2].loss == evaluations[3].loss
+
+
+def assert_matches_autograd(ev, model, loss_fn, data, point, offsets):
+    """``ev`` is the loss and gradient plain autograd gives on a copy of ``model`` at
+    ``point`` (its parameters in ``model.parameters()`` order)."""
+    x, y = data
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, lo, hi in zip(reference.parameters(), offsets[:-1], offsets[1:], strict=True):
+            p.copy_(torch.from_numpy(point[lo:hi]).view_as(p))
+    loss = loss_fn(reference(x), y)
+    loss.backward()
+    grad = torch.cat([p.grad.double().reshape(-1) for p in reference.parameters()])
+    assert ev.loss == pytest.approx(loss.item(), rel=1e-6)
+    np.testing.assert_allclose(ev.grad, grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+class TiedHead(nn.Module):
+    """A language-model shape: the output layer reuses the embedding's weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(7, 4)
+        self.mix = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 7, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.mix(self.embed(tokens))))
+
+
+def test_a_tied_weight_gets_the_gradient_of_every_use():
+    """The weight shared by embedding and head is one parameter of the layout, and its
+    gradient sums both uses, as autograd's on the model does."""
+    torch.manual_seed(0)
+    model, loss_fn = TiedHead(), nn.CrossEntropyLoss()
+    x, y = torch.randint(0, 7, (30,)), torch.randint(0, 7, (30,))
+    backend = TorchBackend(model, loss_fn, (x, y))
+    assert [p.name for p in backend.layout.params] == ["embed.weight", "mix.weight", "mix.bias"]
+    theta = backend.snapshot().theta
+    points = [theta + 0.1, theta * 0.7]
+    for point, ev in zip(points, backend.evaluate(points), strict=True):
+        assert_matches_autograd(ev, model, loss_fn, (x, y), point, backend.layout.offsets)
