@@ -139,13 +139,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render the one-page HTML report of a run."""
-    from .report import save_figures, write_report
+    from .report import write_report
 
-    out = write_report(args.run, args.output, frames=args.frames, seed=args.seed, force=args.force)
+    out = write_report(
+        args.run,
+        args.output,
+        frames=args.frames,
+        seed=args.seed,
+        force=args.force,
+        figures=args.figures,
+    )
     print(f"report written to {out}")
     if args.figures:
-        saved = save_figures(args.run, args.figures, seed=args.seed, force=args.force)
-        print(f"{len(saved)} figures written to {args.figures}/ (PNG)")
+        print(f"figures written to {args.figures}/ (PNG)")
     return 0
 
 

@@ -75,7 +75,10 @@ figure img{max-width:100%;height:auto;display:block}figcaption{color:#444;font-s
 
 def render_report(run: Run, *, frames: int = 24, progress: bool = True, seed: int = 0) -> str:
     """The report as one HTML string."""
-    results = analyze(run, seed=seed)
+    return _render(run, analyze(run, seed=seed), frames, progress)
+
+
+def _render(run: Run, results: dict[str, Any], frames: int, progress: bool) -> str:
     summary = results["summary"]
     sections = []
     for analysis, spec in tqdm(FIGURES, desc="report", disable=not progress, leave=False):
@@ -122,13 +125,28 @@ def save_figures(
     replaced only when lca drew it (or with ``force=True``).
     """
     run = open_run(run_path)
+    planned = _figure_targets(run, directory, force)
+    return _save_figures(run, analyze(run, seed=seed), planned, progress)
+
+
+def _figure_targets(
+    run: Run, directory: str | os.PathLike[str], force: bool
+) -> list[tuple[Analysis, FigureSpec, Path]]:
+    """The still figures the run has data for, each with its checked target file."""
     drawable = [(a, f) for a, f in FIGURES if a.missing(run) is None and not f.animated]
-    targets = [check_output(Path(directory) / f"{f.key}.png", force=force) for _, f in drawable]
-    results = analyze(run, seed=seed)
+    return [
+        (a, f, check_output(Path(directory) / f"{f.key}.png", force=force)) for a, f in drawable
+    ]
+
+
+def _save_figures(
+    run: Run,
+    results: dict[str, Any],
+    planned: list[tuple[Analysis, FigureSpec, Path]],
+    progress: bool,
+) -> list[Path]:
     written = []
-    for (analysis, spec), target in zip(
-        tqdm(drawable, desc="figures", disable=not progress, leave=False), targets, strict=True
-    ):
+    for analysis, spec, target in tqdm(planned, desc="figures", disable=not progress, leave=False):
         if _unavailable(run, results, analysis) is not None:
             continue
         figure = spec.draw(run, results.get(analysis.key), 0)
@@ -147,12 +165,20 @@ def write_report(
     progress: bool = True,
     seed: int = 0,
     force: bool = False,
+    figures: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write the report for the run at ``run_path`` to ``out``; returns the path.
+    """Write the report for the run at ``run_path`` to ``out``; returns the path. With
+    ``figures``, also every still figure as ``figures/KEY.png`` (see :func:`save_figures`),
+    drawn from the same analyses.
 
-    ``out`` is checked before any work: it must not be inside a run, a directory or a link,
-    and an existing file is replaced only when lca wrote it (or with ``force=True``).
+    Every output is checked before any work: ``out`` must not be inside a run, a directory
+    or a link, and an existing file is replaced only when lca wrote it (or with
+    ``force=True``).
     """
     target = check_output(out, force=force)
     run = open_run(run_path)
-    return write_text(target, render_report(run, frames=frames, progress=progress, seed=seed))
+    planned = _figure_targets(run, figures, force) if figures is not None else []
+    results = analyze(run, seed=seed)
+    path = write_text(target, _render(run, results, frames, progress))
+    _save_figures(run, results, planned, progress)
+    return path

@@ -278,4 +278,28 @@ def test_report_cli_writes_the_figures_too(run_path, tmp_path, capsys):
     assert main([*args, "--figures", str(tmp_path / "figs")]) == 0
     n = len([f for _, f in FIGURES if not f.animated])
     assert len(list((tmp_path / "figs").glob("*.png"))) == n
-    assert f"{n} figures written" in capsys.readouterr().out
+    assert "figures written to" in capsys.readouterr().out
+
+
+def test_the_report_checks_the_figure_files_before_any_work(
+    run_path, tmp_path, monkeypatch, capsys
+):
+    """One analysis serves the page and the figures; a figure file lca did not write stops
+    the command before the report is written."""
+    import lca_core.report
+
+    calls = []
+    analyze = lca_core.report.analyze
+    monkeypatch.setattr(
+        lca_core.report, "analyze", lambda *a, **k: calls.append(1) or analyze(*a, **k)
+    )
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    (figs / "layer_totals.png").write_bytes(b"my own picture")
+    args = ["report", str(run_path), "-o", str(tmp_path / "r.html"), "--frames", "2"]
+    assert main([*args, "--figures", str(figs)]) == 2
+    assert "not written by lca" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists() and calls == []
+    (figs / "layer_totals.png").unlink()
+    assert main([*args, "--figures", str(figs)]) == 0
+    assert (tmp_path / "r.html").exists() and len(calls) == 1
