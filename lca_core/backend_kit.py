@@ -57,6 +57,12 @@ class BackendBase(Backend):
     def accepts(cls, model: Any, *args: Any) -> bool:
         return False
 
+    def from_writer(self, value: Any) -> Any:
+        """The writing process's ``value``, in every process of a data-parallel job (a
+        collective call: every process makes it); alone, one's own. A job's other processes
+        open no store, so they take the state a resumed run continues from this way."""
+        return value
+
     def hold_sets(
         self, sets: Mapping[str, Any], labels: Any = None, num_classes: int | None = None
     ) -> None:

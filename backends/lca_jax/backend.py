@@ -11,6 +11,7 @@ are compensated (Kahan) in the parameters' dtype, then returned as float64.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
@@ -283,6 +285,17 @@ class JaxBackend(BackendBase):
         return self._chunks[key]
 
     # -- protocol -------------------------------------------------------------------------
+    def from_writer(self, value: Any) -> Any:
+        if jax.process_count() == 1:
+            return value
+        # as bytes: the processes that receive it do not know its shapes beforehand
+        sent = np.frombuffer(pickle.dumps(value), dtype=np.uint8) if self.writes else None
+        size = int(multihost_utils.broadcast_one_to_all(np.int32(0 if sent is None else sent.size)))
+        data = multihost_utils.broadcast_one_to_all(
+            np.zeros(size, np.uint8) if sent is None else sent
+        )
+        return pickle.loads(np.asarray(data).tobytes())
+
     def policy(self) -> dict[str, Any]:
         return {
             "framework": "jax",

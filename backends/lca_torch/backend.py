@@ -230,6 +230,9 @@ class TorchBackend(BackendBase):
         return [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
 
     # -- protocol -------------------------------------------------------------------------
+    def from_writer(self, value: Any) -> Any:
+        return self._shards.from_rank0(value)
+
     def policy(self) -> dict[str, Any]:
         return {
             "framework": "torch",

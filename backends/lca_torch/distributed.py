@@ -11,6 +11,7 @@ hence the same allocation; rank 0 alone writes the run.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,20 @@ class Shards:
         if isinstance(chunks, Streamed):
             return chunks.shard(self.rank, self.world)
         return chunks[self.rank :: self.world]
+
+    def from_rank0(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable object) in every process."""
+        if self.world == 1:
+            return value
+        box = [value]
+        try:
+            dist.broadcast_object_list(box, src=0)
+        except Exception as exc:
+            raise DistributedError(
+                f"rank {self.rank}: receiving the run's state from rank 0 failed ({exc}); "
+                "every process of the job must create its tracker (or callback)."
+            ) from exc
+        return box[0]
 
     def all_reduce(self, arrays: list[np.ndarray], device: torch.device) -> list[np.ndarray]:
         """Element-wise sums over the processes, in float64, in one collective call."""

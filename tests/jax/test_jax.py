@@ -226,7 +226,7 @@ MULTI_PROCESS = """
 import sys
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-rank, port, store = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rank, port, store, resume = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=rank)
 import numpy as np
 from lca_jax import Tracker
@@ -236,30 +236,34 @@ x, y = load_digits(return_X_y=True)
 x, y = (x[:500] / 16).astype(np.float32), y[:500].astype(np.int32)
 assert jax.process_count() == 2 and len(jax.devices()) == 2
 params = init_mlp()
-tracker = Tracker(mlp_loss, params, (x, y), store, batch_size=128, progress=False)
-for step in range(4):
+tracker = None
+for step in range(6 if resume else 4):  # resumed: the last 2 steps, onto the first 4
+    if tracker is None and (step == 4 or not resume):
+        tracker = Tracker(
+            mlp_loss, params, (x, y), store, batch_size=128, progress=False, resume=resume
+        )
     grads = jax.grad(lambda p: mlp_loss(p, x, y).mean())(params)
     new = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grads)
-    tracker.update(params, new)
+    if tracker is not None:
+        tracker.update(params, new)
     params = new
 summary = tracker.close()
-print("rank", rank, "writes", tracker.backend.writes, "sum", repr(summary.sum_lca))
+print("rank", rank, "writes", tracker.backend.writes, "sum", repr(summary.sum_lca),
+      "last", tracker.last.step)
 """
 
 
-def test_two_jax_processes_shard_over_a_global_mesh(tmp_path):
-    """jax.distributed with two CPU processes (gloo collectives): one run, written by
-    process 0, equal to what one process computes."""
+def _two_processes(store: str, resume: bool = False) -> list[list[str]]:
+    """Run MULTI_PROCESS as processes 0 and 1 of a job; the last line each printed."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     env.pop("XLA_FLAGS", None)
-    store = str(tmp_path / "run")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", MULTI_PROCESS, str(rank), port, store],
+            [sys.executable, "-c", MULTI_PROCESS, str(rank), port, store, str(int(resume))],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -269,7 +273,14 @@ def test_two_jax_processes_shard_over_a_global_mesh(tmp_path):
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    lines = [out.strip().splitlines()[-1].split() for out, _ in outs]
+    return [out.strip().splitlines()[-1].split() for out, _ in outs]
+
+
+def test_two_jax_processes_shard_over_a_global_mesh(tmp_path):
+    """jax.distributed with two CPU processes (gloo collectives): one run, written by
+    process 0, equal to what one process computes."""
+    store = str(tmp_path / "run")
+    lines = _two_processes(store)
     assert lines[0][3] == "True" and lines[1][3] == "False"  # process 0 alone writes
     assert lines[0][5] == lines[1][5]  # the same allocation in both processes
     x, y = load_digits(return_X_y=True)
@@ -284,3 +295,15 @@ def test_two_jax_processes_shard_over_a_global_mesh(tmp_path):
         thetas.append(tracker.update(params, new).layer_lca)
         params = new
     np.testing.assert_allclose(run.layer_lca, np.array(thetas), rtol=1e-4, atol=1e-7)
+
+
+def test_a_resumed_job_continues_the_run_in_every_process(tmp_path):
+    """Only process 0 opens the store; process 1 takes the resumed run's state from it, so
+    both number the steps alike and summarise the whole run."""
+    store = str(tmp_path / "run")
+    _two_processes(store)
+    lines = _two_processes(store, resume=True)
+    assert lines[0][5] == lines[1][5] and lines[0][7] == lines[1][7] == "5"
+    run = open_run(store)
+    assert run.steps == 6
+    assert float(lines[1][5]) == pytest.approx(run.summary().sum_lca, rel=1e-12)

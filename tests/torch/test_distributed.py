@@ -40,8 +40,11 @@ def _model() -> nn.Module:
     )
 
 
-def _worker(rank: int, port: int, store: str, die_at: int | None, stream: bool) -> None:
-    """One process of the job: DDP training with a Tracker, as a user writes it."""
+def _worker(
+    rank: int, port: int, store: str, die_at: int | None, stream: bool, resume: bool
+) -> None:
+    """One process of the job: DDP training with a Tracker, as a user writes it (resumed:
+    from the model rank 0 saved at the end of the last job)."""
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
@@ -51,7 +54,10 @@ def _worker(rank: int, port: int, store: str, die_at: int | None, stream: bool) 
     )
     report: dict = {"rank": rank}
     try:
-        model = nn.parallel.DistributedDataParallel(_model())
+        module = _model()
+        if resume:
+            module.load_state_dict(torch.load(f"{store}.pt"))
+        model = nn.parallel.DistributedDataParallel(module)
         x, y = _data()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         # every rank passes the whole set; lca shards it (streamed: read from the loader)
@@ -69,6 +75,7 @@ def _worker(rank: int, port: int, store: str, die_at: int | None, stream: bool) 
             store_params=True,
             store_trajectory=True,
             progress=False,
+            resume=resume,
         )
         report["unwrapped"] = tracker.backend.model is model.module  # DDP's hooks untouched
         generator = torch.Generator().manual_seed(rank)  # each rank its own batches
@@ -84,6 +91,9 @@ def _worker(rank: int, port: int, store: str, die_at: int | None, stream: bool) 
         summary = tracker.close().to_dict()
         report |= {"summary": {k: v for k, v in summary.items() if "seconds" not in k}}
         report["passes"] = tracker.gradient_passes
+        report["last_step"] = tracker.last.step if tracker.last is not None else None
+        if rank == 0:
+            torch.save(module.state_dict(), f"{store}.pt")
     except DistributedError as exc:
         report["error"] = str(exc)
     finally:
@@ -91,13 +101,16 @@ def _worker(rank: int, port: int, store: str, die_at: int | None, stream: bool) 
         dist.destroy_process_group()
 
 
-def _job(store: Path, die_at: int | None = None, stream: bool = False) -> list[int | None]:
+def _job(
+    store: Path, die_at: int | None = None, stream: bool = False, resume: bool = False
+) -> list[int | None]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(r, port, str(store), die_at, stream)) for r in (0, 1)
+        ctx.Process(target=_worker, args=(r, port, str(store), die_at, stream, resume))
+        for r in (0, 1)
     ]
     for p in procs:
         p.start()
@@ -148,6 +161,21 @@ def test_a_rank_dying_stops_the_job_with_a_whole_run(tmp_path):
     run = open_run(store)  # validated on open: not corrupt
     assert run.steps == 3  # every committed step kept, the interrupted one not
     assert np.isfinite(run.layer_lca).all()
+
+
+def test_a_resumed_job_continues_the_run_in_every_process(tmp_path):
+    """Only rank 0 opens the store; the other ranks take the resumed run's state from it,
+    so every rank numbers the steps alike and summarises the whole run."""
+    store = tmp_path / "ddp"
+    assert _job(store) == [0, 0]
+    assert _job(store, resume=True) == [0, 0]
+    ranks = [_report(store, r) for r in (0, 1)]
+    assert ranks[0]["summary"] == ranks[1]["summary"]
+    assert ranks[0]["last_step"] == ranks[1]["last_step"] == 2 * STEPS - 1
+    whole = open_run(store).summary()
+    assert open_run(store).steps == 2 * STEPS
+    assert ranks[1]["summary"]["sum_lca"] == pytest.approx(whole.sum_lca, rel=1e-12)
+    assert ranks[1]["summary"]["layers"] == pytest.approx(whole.layers, rel=1e-12)
 
 
 def test_without_a_process_group_one_process_evaluates_everything_and_writes():
