@@ -108,17 +108,15 @@ class Allocator:
         }
         self.running = RunningSummary(self.layout.layers, budget)
         self.recorder: Recorder | None = None
-        steps, committed = 0, None
         if store is not None:
             self.recorder = Recorder(
                 store, backend, self.config, metadata=metadata, resume=resume, overwrite=overwrite
             )
-            steps, committed = self.recorder.steps, self.recorder.committed()
+            if (committed := self.recorder.committed()) is not None:
+                self.running.restore(committed)
+        self._step = self.recorder.steps if self.recorder is not None else 0
         if hasattr(backend, "from_writer"):  # a job's processes continue where the writer does
-            steps, committed = backend.from_writer((steps, committed))
-        if committed is not None:
-            self.running.restore(committed)
-        self._step = steps
+            self._step, self.running = backend.from_writer((self._step, self.running))
         self._point: _Point | None = None
         self.cost = CostMeter()
         #: tracked steps the whole run will have, when the trainer knows (for the forecast)

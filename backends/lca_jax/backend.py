@@ -322,11 +322,12 @@ class JaxBackend(BackendBase):
             # a host array goes to the jitted pass as it is: jit's own transfer is ~60 µs
             # cheaper per call than jnp.asarray's (measured on CPU)
             points: jax.Array | np.ndarray = group
+            streamed = self.streamed(split)
             if self._sharding is not None:  # on every device of the mesh
                 points = global_array(group, NamedSharding(self._sharding.mesh, PartitionSpec()))
-            elif self.streamed(split):  # every block's pass takes them: sent once
+            elif streamed:  # every block's pass takes them: sent once
                 points = jnp.asarray(group)
-            if self.streamed(split):  # block by block: Σ over blocks in float64 on the host
+            if streamed:  # block by block: Σ over blocks in float64 on the host
                 blocks = self.blocks(split, per_class, self.batch_size, len(self.devices))
                 parts = [self._pass(points, make_chunks(b, self._sharding)) for b in blocks]
                 losses = np.sum([p[0] for p in parts], axis=0, dtype=np.float64)
