@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import itertools
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,12 +26,18 @@ def mlp(sizes: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def hand_written_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int) -> None:
+def hand_written_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    chunk: int,
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
+) -> None:
     """What a user would write: mean loss over the set, backward chunk by chunk."""
     model.zero_grad(set_to_none=True)
     for i in range(0, len(x), chunk):
         xb, yb = x[i : i + chunk], y[i : i + chunk]
-        (nn.functional.cross_entropy(model(xb), yb) * (len(xb) / len(x))).backward()
+        (loss_fn(model(xb), yb) * (len(xb) / len(x))).backward()
 
 
 def measure(

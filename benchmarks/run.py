@@ -1,4 +1,4 @@
-"""Benchmark runner: `python benchmarks/run.py [--quick] [core] [torch]`."""
+"""Benchmark runner: `python benchmarks/run.py [--quick] [core] [torch]` (`gpu` only when named)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ BENCHMARKS = {
     "memory": "bench_scale:run_memory",
     "ddp": "bench_scale:run_ddp",
     "replay": "bench_scale:run_replay",
+    "gpu": "bench_gpu",
 }
+#: what a run without names measures: everything but the benchmark that needs a GPU
+DEFAULT = [name for name in BENCHMARKS if name != "gpu"]
 
 
 def markdown(title: str, header: list[str], rows: list[list[str]], notes: str) -> str:
@@ -39,7 +42,7 @@ def markdown(title: str, header: list[str], rows: list[list[str]], notes: str) -
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("names", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    parser.add_argument("names", nargs="*", default=DEFAULT, choices=list(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
