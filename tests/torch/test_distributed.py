@@ -172,8 +172,9 @@ def test_a_resumed_job_continues_the_run_in_every_process(tmp_path):
     ranks = [_report(store, r) for r in (0, 1)]
     assert ranks[0]["summary"] == ranks[1]["summary"]
     assert ranks[0]["last_step"] == ranks[1]["last_step"] == 2 * STEPS - 1
-    whole = open_run(store).summary()
-    assert open_run(store).steps == 2 * STEPS
+    run = open_run(store)
+    whole = run.summary()
+    assert run.steps == 2 * STEPS
     assert ranks[1]["summary"]["sum_lca"] == pytest.approx(whole.sum_lca, rel=1e-12)
     assert ranks[1]["summary"]["layers"] == pytest.approx(whole.layers, rel=1e-12)
 
