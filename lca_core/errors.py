@@ -77,3 +77,12 @@ class EvaluationDataError(LCAError, ValueError):
 
 class DistributedError(LCAError, RuntimeError):
     """A process of a data-parallel job failed or timed out during LCA's evaluation."""
+
+    @classmethod
+    def peer_lost(cls, process: str, exc: BaseException) -> DistributedError:
+        """The error every framework raises when a collective of the evaluation fails."""
+        return cls(
+            f"{process}: the collective sum of LCA's evaluation failed ({exc}). Another "
+            "process of the job has stopped or timed out; the run keeps every committed step "
+            "(the writing process commits them) and resumes with resume=True."
+        )

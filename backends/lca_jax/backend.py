@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
 from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase
-from lca_core.errors import EvaluationDataError, LossShapeError
+from lca_core.errors import DistributedError, EvaluationDataError, LossShapeError
 from lca_core.evaluation_data import PaddedChunks, array_sets, resident_budget
 from lca_core.layout import flat_vector
 
@@ -341,17 +341,32 @@ class JaxBackend(BackendBase):
         return out
 
     def _pass(self, points: jax.Array | np.ndarray, c: Chunks) -> tuple[np.ndarray, np.ndarray]:
-        losses, grads = full_pass(
-            points,
-            c.xs,
-            c.ys,
-            c.ws,
-            c.group,
-            loss_fn=self.loss_fn,
-            structure=self.structure,
-            groups=c.groups,
-        )
-        return host(losses), host(grads)
+        try:
+            losses, grads = full_pass(
+                points,
+                c.xs,
+                c.ys,
+                c.ws,
+                c.group,
+                loss_fn=self.loss_fn,
+                structure=self.structure,
+                groups=c.groups,
+            )
+            return host(losses), host(grads)
+        except jax.errors.JaxRuntimeError as exc:
+            if jax.process_count() > 1 and _collective_failed(exc):
+                raise DistributedError.peer_lost(f"process {jax.process_index()}", exc) from exc
+            raise
+
+
+#: how XLA's collectives report a peer that is gone (gloo on CPU, NCCL on GPUs)
+_PEER_LOST = ("all-reduce failed", "Connection reset", "Connection closed", "NCCL", "heartbeat")
+
+
+def _collective_failed(exc: BaseException) -> bool:
+    """Whether a runtime error is a collective's, not the loss's own (XLA gives no error
+    type for it: the message is all there is; anything else is raised as it is)."""
+    return any(marker in str(exc) for marker in _PEER_LOST)
 
 
 def _free(devices: Sequence[jax.Device]) -> int | None:

@@ -60,11 +60,7 @@ class Shards:
         try:
             dist.all_reduce(packed)
         except Exception as exc:  # the collective's own errors: a peer died or timed out
-            raise DistributedError(
-                f"rank {self.rank}: the all-reduce of LCA's evaluation failed ({exc}). Another "
-                "process of the job has stopped or timed out; the run keeps every committed "
-                "step (rank 0 writes it) and resumes with resume=True."
-            ) from exc
+            raise DistributedError.peer_lost(f"rank {self.rank}", exc) from exc
         flat = packed.cpu().numpy()
         out, start = [], 0
         for a in arrays:

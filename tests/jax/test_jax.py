@@ -223,12 +223,14 @@ def test_auto_detection_tells_a_jax_loss_from_a_numpy_function(digits):
 
 
 MULTI_PROCESS = """
-import sys
+import os, sys
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-rank, port, store, resume = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+rank, port, store, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+resume = mode == "resume"
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=rank)
 import numpy as np
+from lca_core import DistributedError
 from lca_jax import Tracker
 from tests.jax.conftest import init_mlp, mlp_loss
 from sklearn.datasets import load_digits
@@ -244,8 +246,14 @@ for step in range(6 if resume else 4):  # resumed: the last 2 steps, onto the fi
         )
     grads = jax.grad(lambda p: mlp_loss(p, x, y).mean())(params)
     new = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grads)
+    if mode == "die" and step == 2 and rank == 1:
+        os._exit(3)  # process 1 dies; process 0 is evaluating the step
     if tracker is not None:
-        tracker.update(params, new)
+        try:
+            tracker.update(params, new)
+        except DistributedError as exc:
+            print("DistributedError", exc, flush=True)
+            os._exit(0)  # JAX's coordination service would abort this process at exit
     params = new
 summary = tracker.close()
 print("rank", rank, "writes", tracker.backend.writes, "sum", repr(summary.sum_lca),
@@ -253,8 +261,9 @@ print("rank", rank, "writes", tracker.backend.writes, "sum", repr(summary.sum_lc
 """
 
 
-def _two_processes(store: str, resume: bool = False) -> list[list[str]]:
-    """Run MULTI_PROCESS as processes 0 and 1 of a job; the last line each printed."""
+def _two_processes(store: str, mode: str = "train") -> list[tuple[int, str, str]]:
+    """Run MULTI_PROCESS as processes 0 and 1 of a job ("train", "resume" a run, or "die":
+    process 1 exits at step 2); their exit codes and outputs."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
@@ -263,7 +272,7 @@ def _two_processes(store: str, resume: bool = False) -> list[list[str]]:
     env.pop("XLA_FLAGS", None)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", MULTI_PROCESS, str(rank), port, store, str(int(resume))],
+            [sys.executable, "-c", MULTI_PROCESS, str(rank), port, store, mode],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -272,15 +281,20 @@ def _two_processes(store: str, resume: bool = False) -> list[list[str]]:
         for rank in (0, 1)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    return [out.strip().splitlines()[-1].split() for out, _ in outs]
+    return [(p.returncode, *out) for p, out in zip(procs, outs, strict=True)]
+
+
+def _last_lines(runs: list[tuple[int, str, str]]) -> list[list[str]]:
+    """The last line each process printed, split; both must have succeeded."""
+    assert [code for code, _, _ in runs] == [0, 0], runs[0][2][-2000:] + runs[1][2][-2000:]
+    return [out.strip().splitlines()[-1].split() for _, out, _ in runs]
 
 
 def test_two_jax_processes_shard_over_a_global_mesh(tmp_path):
     """jax.distributed with two CPU processes (gloo collectives): one run, written by
     process 0, equal to what one process computes."""
     store = str(tmp_path / "run")
-    lines = _two_processes(store)
+    lines = _last_lines(_two_processes(store))
     assert lines[0][3] == "True" and lines[1][3] == "False"  # process 0 alone writes
     assert lines[0][5] == lines[1][5]  # the same allocation in both processes
     x, y = load_digits(return_X_y=True)
@@ -301,9 +315,21 @@ def test_a_resumed_job_continues_the_run_in_every_process(tmp_path):
     """Only process 0 opens the store; process 1 takes the resumed run's state from it, so
     both number the steps alike and summarise the whole run."""
     store = str(tmp_path / "run")
-    _two_processes(store)
-    lines = _two_processes(store, resume=True)
+    _last_lines(_two_processes(store))
+    lines = _last_lines(_two_processes(store, "resume"))
     assert lines[0][5] == lines[1][5] and lines[0][7] == lines[1][7] == "5"
     run = open_run(store)
     assert run.steps == 6
     assert float(lines[1][5]) == pytest.approx(run.summary().sum_lca, rel=1e-12)
+
+
+def test_a_process_dying_stops_the_job_with_an_lca_error_and_a_whole_run(tmp_path):
+    """As under torch.distributed: the collective that loses its peer is a
+    DistributedError in the process left, and the run keeps its committed steps."""
+    store = str(tmp_path / "run")
+    (code0, out0, err0), (code1, _, _) = _two_processes(store, "die")
+    assert code1 == 3
+    assert code0 == 0 and "DistributedError" in out0, err0[-2000:]
+    assert "Another process of the job has stopped" in out0
+    run = open_run(store)  # validated on open: not corrupt
+    assert run.steps == 2 and np.isfinite(run.layer_lca).all()
