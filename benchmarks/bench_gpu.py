@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from bench_torch import hand_written_pass
+from bench_torch import interleaved
 from lca_torch import Tracker
 from torch import nn
 
@@ -149,7 +149,6 @@ def measure(
     (as ``bench_torch``), on the same device."""
     dev = y.device
     train = training_throughput(model, loss_fn, x, y, batch, steps)
-    reference = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     tracker = Tracker(model, loss_fn, (x, y), batch_size=chunk, device=dev)
     tracker.begin()  # θ_0: its determinism check makes three passes
@@ -157,23 +156,18 @@ def measure(
     start = time.perf_counter()
     tracker.backend.evaluate([theta])
     one_pass = time.perf_counter() - start
-    hand, lca, panels = [], [], []
-    for _ in range(steps):
-        synchronize(dev)
-        start = time.perf_counter()
-        hand_written_pass(reference, x, y, chunk, loss_fn)
-        synchronize(dev)
-        hand.append(time.perf_counter() - start)
-        idx = torch.randint(0, len(y), (batch,), device=dev)
-        loss = loss_fn(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        start = time.perf_counter()
-        result = tracker.end()
-        tracker.begin()
-        lca.append(time.perf_counter() - start)
-        panels.append(result.panels)
+    hand, lca, panels = interleaved(
+        model,
+        loss_fn,
+        x,
+        y,
+        tracker,
+        opt,
+        chunk=chunk,
+        batch=batch,
+        steps=steps,
+        sync=lambda: synchronize(dev),
+    )
     tracker.close()
     pass_rate = len(y) / one_pass
     return {

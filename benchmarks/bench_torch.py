@@ -40,25 +40,33 @@ def hand_written_pass(
         (loss_fn(model(xb), yb) * (len(xb) / len(x))).backward()
 
 
-def measure(
-    sizes: tuple[int, ...], x_np: np.ndarray, y_np: np.ndarray, steps: int, chunk: int = 4096
-) -> dict[str, float]:
-    """Interleaves one hand-written pass with each LCA step so both see the same machine."""
-    torch.manual_seed(0)
-    model = mlp(sizes)
-    x, y = torch.tensor(x_np), torch.tensor(y_np)
+def interleaved(
+    model: nn.Module,
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+    x: Any,
+    y: torch.Tensor,
+    tracker: Tracker,
+    opt: torch.optim.Optimizer,
+    *,
+    chunk: int,
+    batch: int,
+    steps: int,
+    sync: Callable[[], None] = lambda: None,
+) -> tuple[list[float], list[float], list[int]]:
+    """Per step: one hand-written pass on a copy of the model (timed), a training step on
+    ``batch`` random examples, and the tracker's allocation of it (timed), so that both
+    timings see the same machine. Returns the pass and LCA seconds and the panels."""
     reference = copy.deepcopy(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    tracker = Tracker(model, nn.CrossEntropyLoss(), (x, y), batch_size=chunk)
-    tracker.begin()
-    passes, lca, panels = [], [], []
     gen = torch.Generator().manual_seed(0)
+    passes, lca, panels = [], [], []
     for _ in range(steps):
+        sync()
         start = time.perf_counter()
-        hand_written_pass(reference, x, y, chunk)
+        hand_written_pass(reference, x, y, chunk, loss_fn)
+        sync()
         passes.append(time.perf_counter() - start)
-        idx = torch.randint(0, len(x), (250,), generator=gen)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        idx = torch.randint(0, len(y), (batch,), generator=gen)
+        loss = loss_fn(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -67,6 +75,22 @@ def measure(
         tracker.begin()
         lca.append(time.perf_counter() - start)
         panels.append(result.panels)
+    return passes, lca, panels
+
+
+def measure(
+    sizes: tuple[int, ...], x_np: np.ndarray, y_np: np.ndarray, steps: int, chunk: int = 4096
+) -> dict[str, float]:
+    """LCA steps interleaved with hand-written passes on the digits-style MLP."""
+    torch.manual_seed(0)
+    model = mlp(sizes)
+    x, y = torch.tensor(x_np), torch.tensor(y_np)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    tracker = Tracker(model, nn.CrossEntropyLoss(), (x, y), batch_size=chunk)
+    tracker.begin()
+    passes, lca, panels = interleaved(
+        model, nn.functional.cross_entropy, x, y, tracker, opt, chunk=chunk, batch=250, steps=steps
+    )
     tracker.close()
     return timings(passes, lca, panels, warmup=0)
 
