@@ -30,7 +30,7 @@ from .cost import LOG, CostMeter, Forecast
 from .errors import NonFiniteError
 from .evaluator import CheckedEvaluator, all_finite
 from .protocol import Backend, Evaluation, Snapshot
-from .quadrature import integrate
+from .quadrature import PathIntegral, integrate
 from .recorder import Recorder
 from .step import StepResult, step_result
 from .summary import RunningSummary, Summary
@@ -217,17 +217,23 @@ class Allocator:
     ) -> tuple[StepResult, dict[str, Evaluation]]:
         assert self._point is not None
         prev = self._point
-        if not all_finite(theta1):
-            raise NonFiniteError(
-                f"the optimizer step {self._step} produced NaN or infinite parameters; "
-                "training diverged. Lower the learning rate or clip gradients."
-            )
         delta = theta1 - prev.theta
         where = f"step {self._step}"
         nodes = self.evaluate.along(prev.theta, delta, theta1, prev.snapshot.state, where)
-        integral = integrate(
-            self.rule, prev.evals, delta, nodes, tol=self.tol, max_panels=self.max_panels
-        )
+        try:
+            integral = integrate(
+                self.rule, prev.evals, delta, nodes, tol=self.tol, max_panels=self.max_panels
+            )
+            self._check_gradients(integral, where)
+        except Exception as exc:
+            # θ_1 is looked at only when the step fails: a NaN in it always fails the step
+            # (as a loss, a residual or the user's own error), and the cause is then θ_1
+            if not all_finite(theta1):
+                raise NonFiniteError(
+                    f"the optimizer step {self._step} produced NaN or infinite parameters; "
+                    "training diverged. Lower the learning rate or clip gradients."
+                ) from exc
+            raise
         evals1, drift = integral.end, 0.0
         if new.state is not None:  # the evaluation depends on state that moved: measure it
             evals1 = self.evaluate.point(theta1, new.state, f"θ_{self._step + 1}")
@@ -246,6 +252,20 @@ class Allocator:
             subset=self.subset,
         )
         return result, evals1
+
+    def _check_gradients(self, integral: PathIntegral, where: str) -> None:
+        """The gradients along the path, checked through the residual they enter: a NaN
+        or an infinity in any of them reaches ḡ and Σ Δ·ḡ, so a finite residual clears them
+        all at the cost of one scalar. Only a gradient that enters no residual (the end's,
+        under ``first_order``; the per-class parts) is checked on its own."""
+        for split, grads in integral.grads.items():
+            if not np.isfinite(integral.residuals[split]) and not all_finite(grads.value()):
+                self.evaluate.refuse_non_finite(split, "gradient", where)
+            parts = integral.class_grads[split]
+            if parts is not None and not all_finite(parts.value()):
+                self.evaluate.refuse_non_finite(split, "gradient", where)
+            if self.rule == "first_order" and not all_finite(integral.end[split].grad):
+                self.evaluate.refuse_non_finite(split, "gradient", f"θ_{self._step + 1}")
 
     @property
     def point_evaluations(self) -> dict[str, Evaluation]:

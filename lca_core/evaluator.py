@@ -7,8 +7,9 @@ pass is counted, so results say what they cost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -42,8 +43,17 @@ class CheckedEvaluator:
         self._started = False  # a non-finite loss before any step is not divergence
 
     def __call__(
-        self, thetas: Sequence[np.ndarray], state: Any, split: str, where: str
+        self,
+        thetas: Sequence[np.ndarray],
+        state: Any,
+        split: str,
+        where: str,
+        *,
+        check_grads: bool = True,
     ) -> list[Evaluation]:
+        """The evaluations at ``thetas``; ``check_grads=False`` leaves the gradients'
+        finiteness to the caller (a path integral's residual is finite only if every
+        gradient in it is: one scalar instead of a pass over each gradient)."""
         try:
             evals = self.backend.evaluate(
                 list(thetas), state=state, split=split, per_class=self.per_class
@@ -67,22 +77,28 @@ class CheckedEvaluator:
                     f"the backend returned a gradient of shape {grad.shape} for {where}; the "
                     f"layout has {self.size} parameters"
                 )
-            if not np.isfinite(ev.loss) or not all_finite(grad):
-                what = "loss" if not np.isfinite(ev.loss) else "gradient"
-                if not self._started:
-                    raise NonFiniteError(
-                        f"the {split} {what} is NaN or infinite at the starting point {where}, "
-                        "before any training step: the loss does not fit the evaluation data. "
-                        "Check that the labels are within the model's classes, that the loss "
-                        "takes logits (or probabilities) as the model returns them, and that "
-                        "the inputs are finite."
-                    )
-                raise NonFiniteError(
-                    f"the {split} {what} is NaN or infinite at {where}: training has diverged "
-                    "or the loss takes log(0). Lower the learning rate, clip gradients, or "
-                    "use a numerically stable loss (e.g. cross-entropy on logits)."
-                )
+            if not math.isfinite(ev.loss):
+                self.refuse_non_finite(split, "loss", where)
+            if check_grads and not all_finite(grad):
+                self.refuse_non_finite(split, "gradient", where)
         return evals
+
+    def refuse_non_finite(self, split: str, what: str, where: str) -> NoReturn:
+        """The error for a NaN or infinite loss or gradient: the data does not fit the loss
+        at the start, training has diverged after it."""
+        if not self._started:
+            raise NonFiniteError(
+                f"the {split} {what} is NaN or infinite at the starting point {where}, "
+                "before any training step: the loss does not fit the evaluation data. "
+                "Check that the labels are within the model's classes, that the loss "
+                "takes logits (or probabilities) as the model returns them, and that "
+                "the inputs are finite."
+            )
+        raise NonFiniteError(
+            f"the {split} {what} is NaN or infinite at {where}: training has diverged "
+            "or the loss takes log(0). Lower the learning rate, clip gradients, or "
+            "use a numerically stable loss (e.g. cross-entropy on logits)."
+        )
 
     def point(
         self, theta: np.ndarray, state: Any, where: str, *, check_determinism: bool = False
@@ -100,11 +116,14 @@ class CheckedEvaluator:
         self, theta0: np.ndarray, delta: np.ndarray, theta1: np.ndarray, state: Any, where: str
     ) -> NodeEvaluator:
         """The points θ_0 + sΔ as the integrator asks for them, every split (θ_1 itself at
-        s = 1: the next step starts from exactly that point)."""
+        s = 1: the next step starts from exactly that point). Their gradients are left
+        unchecked: the caller checks the residual they enter."""
 
         def evaluate(nodes: Sequence[float]) -> dict[str, list[Evaluation]]:
             points = [theta1 if s == 1 else theta0 + s * delta for s in nodes]
-            return {split: self(points, state, split, where) for split in self.splits}
+            return {
+                split: self(points, state, split, where, check_grads=False) for split in self.splits
+            }
 
         return evaluate
 

@@ -207,4 +207,7 @@ def sign_counts(lca: np.ndarray, layout: Layout) -> np.ndarray:
     were zero: the one definition of the counts behind every helped / hurt share."""
     helped = layout.reduce_by_layer(lca < 0, np.int64)
     hurt = layout.reduce_by_layer(lca > 0, np.int64)
-    return np.stack([helped, hurt, layout.layer_sizes - helped - hurt], axis=-1)
+    # np.array, not np.stack: one C call where np.stack is a Python function of many (it
+    # is a measurable part of a small model's step)
+    counts = np.array([helped, hurt, layout.layer_sizes - helped - hurt])
+    return counts.transpose(*range(1, counts.ndim), 0)

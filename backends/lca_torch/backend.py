@@ -1,9 +1,9 @@
 """The PyTorch backend: full-set loss and gradient at given parameters, model untouched.
 
-Evaluation goes through ``torch.func.functional_call`` with parameters built from the flat
-vector and buffers cloned, so the model's parameters, buffers, ``.grad``, ``training``
-flags and the RNG state are exactly as before. Losses and gradients are accumulated over
-fixed evaluation chunks in float64.
+Evaluation lends the model leaf tensors built from the flat vector and copies of its
+buffers (:class:`~lca_torch.places.Places`) and puts its own back, so the model's
+parameters, buffers, ``.grad``, ``training`` flags and the RNG state are exactly as before.
+Losses and gradients are accumulated over fixed evaluation chunks in float64.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch._utils import _flatten_dense_tensors as flatten_dense_tensors
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
 from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
@@ -34,6 +34,7 @@ from .evaluation_sets import (
     split_by_group,
     total_of,
 )
+from .places import Places
 
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 #: the parameters as leaves: (the one vector they view, or None when dtypes differ; by name)
@@ -75,32 +76,6 @@ def _evaluation_mode(model: nn.Module, bn_policy: str) -> Iterator[None]:
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
-
-
-def tied_names(model: nn.Module) -> dict[str, list[str]]:
-    """Every name of each parameter and buffer, under its first name (``model.named_*``'s):
-    given all of them, ``functional_call`` need not find the ties itself at every call
-    (``tie_weights=True`` walks the model: half of a call's ~30 µs)."""
-    names: dict[str, list[str]] = {}
-    for members in (model.named_parameters, model.named_buffers):
-        first: dict[int, str] = {}
-        for name, tensor in members(remove_duplicate=False):
-            names.setdefault(first.setdefault(id(tensor), name), []).append(name)
-    return names
-
-
-class _Swapped(nn.Module):
-    """The user's model as a child, so that one ``functional_call`` puts the evaluation's
-    leaf tensors and buffer copies in place of the model's own for a whole call (every
-    point, every chunk): swapping them per pass costs ~30 µs and ~250 Python calls, a few %
-    of a small model's pass."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, work: Callable[[], list[Evaluation]]) -> list[Evaluation]:
-        return work()
 
 
 def chunk_loss(value: torch.Tensor, n: int, total: int) -> torch.Tensor:
@@ -170,8 +145,9 @@ class TorchBackend(BackendBase):
         param_bytes = sum(p.numel() * p.element_size() for p in self._params)
         self._keep_leaves = param_bytes <= KEEP_LEAVES_BYTES
         self._kept_leaves: _Leaves | None = None
-        self._swapped = _Swapped(model)
-        self._tied = tied_names(model)
+        self._places = Places(model)
+        self._views: list[torch.Tensor] = []
+        self._views_at: list[tuple[int, tuple[int, ...]]] | None = None
         self._trial()
 
     def _trial(self) -> None:
@@ -185,12 +161,14 @@ class TorchBackend(BackendBase):
             x, y = first_of(chunks)
             head = {k: v[:2] for k, v in x.items()} if isinstance(x, Mapping) else x[:2]
             try:
-                with torch.no_grad(), _evaluation_mode(self.model, self.bn_policy):
-                    # buffers copied: BatchNorm in batch mode updates them in place
-                    buffers = {k: b.clone() for k, b in self.model.named_buffers()}
-                    tensors = {**buffers, **dict(self.model.named_parameters())}
-                    args, kwargs = ((), head) if isinstance(head, Mapping) else ((head,), {})
-                    out = functional_call(self.model, tensors, args, kwargs)
+                # buffers copied: BatchNorm in batch mode updates them in place
+                buffers = {k: b.clone() for k, b in self._places.buffers().items()}
+                with (
+                    torch.no_grad(),
+                    _evaluation_mode(self.model, self.bn_policy),
+                    self._places.lent(buffers),
+                ):
+                    out = self.model(**head) if isinstance(head, Mapping) else self.model(head)
                     self.loss_fn(out, y[:2] if y is not None else None)
             except LCAError:
                 raise
@@ -248,50 +226,55 @@ class TorchBackend(BackendBase):
 
     def snapshot(self) -> Snapshot:
         with torch.no_grad():
-            flat = [p.detach().reshape(-1).cpu() for p in self._params]
-            dtypes = {t.dtype for t in flat}
+            views = self._param_views()
             # cat always copies: θ is the model's values now, never a view of them
-            theta = torch.cat([t.double() for t in flat] if len(dtypes) > 1 else flat).numpy()
+            flat = torch.cat(views if self._dtype is not None else [v.double() for v in views])
+            theta = flat.cpu().numpy()
         state = None
         if self.bn_policy == "running" and self._has_bn:
             state = {k: b.detach().clone() for k, b in self.model.named_buffers()}
         return Snapshot(theta, state)
 
+    def _param_views(self) -> list[torch.Tensor]:
+        """Each parameter as a flat view of its storage, made again only when a storage
+        moved (``p.data = …``, ``model.to(…)``): making them is ~20 dispatches, most of a
+        small model's snapshot, and a snapshot is taken twice per step."""
+        where = [(p.data_ptr(), p.stride()) for p in self._params]
+        if where != self._views_at:
+            self._views = [p.detach().reshape(-1) for p in self._params]
+            # a non-contiguous parameter's reshape is a copy, not a view: never kept
+            self._views_at = where if all(p.is_contiguous() for p in self._params) else None
+        return self._views
+
     def evaluate_split(
         self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
-        with _evaluation_mode(self.model, self.bn_policy):
-            leaves = self._kept_leaves or self._new_leaves()
-            if self._keep_leaves:
-                self._kept_leaves = leaves
-            source = state if state is not None else dict(self.model.named_buffers())
-            buffers = {k: torch.empty_like(b) for k, b in source.items()}  # filled per pass
-
-            def every_point() -> list[Evaluation]:
-                return [
-                    self._evaluate_one(self._fill(leaves, theta), buffers, source, split, per_class)
-                    for theta in thetas
-                ]
-
-            tensors = {
-                f"model.{alias}": tensor
-                for name, tensor in {**buffers, **leaves[1]}.items()
-                for alias in self._tied.get(name, (name,))
-            }
-            return functional_call(self._swapped, tensors, (every_point,), tie_weights=False)
+        leaves = self._kept_leaves or self._new_leaves()
+        if self._keep_leaves:
+            self._kept_leaves = leaves
+        source = state if state is not None else self._places.buffers()
+        buffers = {k: torch.empty_like(b) for k, b in source.items()}  # filled per pass
+        with (
+            _evaluation_mode(self.model, self.bn_policy),
+            self._places.lent({**buffers, **leaves[1]}),
+        ):
+            return [
+                self._evaluate_one(self._fill(leaves, theta), buffers, source, split, per_class)
+                for theta in thetas
+            ]
 
     # -- evaluation -----------------------------------------------------------------------
     def _fill(self, leaves: _Leaves, theta: np.ndarray) -> dict[str, torch.Tensor]:
         """The leaves holding θ, cast to the model's dtype(s) on the device."""
         flat, named = leaves
         source = torch.from_numpy(np.ascontiguousarray(theta, dtype=np.float64))
+        if flat is not None:  # the leaves' base: it needs no gradient, hence no no_grad
+            flat.copy_(source)
+            return named
+        bounds = zip(self.layout.offsets[:-1], self.layout.offsets[1:], strict=True)
         with torch.no_grad():
-            if flat is not None:
-                flat.copy_(source)
-            else:
-                bounds = zip(self.layout.offsets[:-1], self.layout.offsets[1:], strict=True)
-                for leaf, (lo, hi) in zip(named.values(), bounds, strict=True):
-                    leaf.copy_(source[lo:hi].view(leaf.shape))
+            for leaf, (lo, hi) in zip(named.values(), bounds, strict=True):
+                leaf.copy_(source[lo:hi].view(leaf.shape))
         return named
 
     def _new_leaves(self) -> _Leaves:
@@ -323,15 +306,17 @@ class TorchBackend(BackendBase):
         float64 (all of them without a process group). The model runs on ``params`` and
         ``buffers`` (swapped in by the caller); the buffers start every pass from
         ``source``, as BatchNorm updates them in place."""
-        with torch.no_grad():
-            for name, buffer in buffers.items():
-                buffer.copy_(source[name])
+        if buffers:
+            with torch.no_grad():
+                for name, buffer in buffers.items():
+                    buffer.copy_(source[name])
         loss64 = grad64 = None
         for x, y in self._shards.mine(chunks):
             out = self.model(**x) if isinstance(x, Mapping) else self.model(x)
             loss = chunk_loss(self.loss_fn(out, y), length(x), total)
             grads = torch.autograd.grad(loss, params, materialize_grads=True)
-            grad = torch.cat([g.reshape(-1) for g in grads]).double()  # a new tensor
+            # one C++ call for what torch.cat of reshapes does in 2 dispatches per parameter
+            grad = flatten_dense_tensors(grads).double()  # a new tensor
             if grad64 is None:
                 loss64, grad64 = loss.detach().double(), grad
             else:
@@ -353,20 +338,23 @@ class TorchBackend(BackendBase):
         total = total_of(chunks)
         if not per_class:
             loss, grad = self._pass(params, buffers, source, chunks, total)
-            losses, grads = np.array([loss]), grad[None]
-        else:  # the set partitioned by label, one pass in total (Σ_c parts = whole)
-            if isinstance(chunks, Streamed):
-                raise ValueError(_STREAMED.format(what="per_class=True"))
-            groups = self.num_groups
-            assert groups is not None
-            if split not in self._by_class:
-                self._by_class[split] = split_by_group(
-                    chunks, self.group_of(split), groups, self.batch_size
-                )
-            losses = np.zeros(groups)
-            grads = np.zeros((groups, self.layout.size))
-            for c, class_chunks in enumerate(self._by_class[split]):
-                if class_chunks:
-                    losses[c], grads[c] = self._pass(params, buffers, source, class_chunks, total)
+            if self._shards.world > 1:
+                losses, grad = self._shards.all_reduce([np.array([loss]), grad], self.device)
+                loss = float(losses[0])
+            return Evaluation(loss, grad)
+        # the set partitioned by label, one pass in total (Σ_c parts = whole)
+        if isinstance(chunks, Streamed):
+            raise ValueError(_STREAMED.format(what="per_class=True"))
+        groups = self.num_groups
+        assert groups is not None
+        if split not in self._by_class:
+            self._by_class[split] = split_by_group(
+                chunks, self.group_of(split), groups, self.batch_size
+            )
+        losses = np.zeros(groups)
+        grads = np.zeros((groups, self.layout.size))
+        for c, class_chunks in enumerate(self._by_class[split]):
+            if class_chunks:
+                losses[c], grads[c] = self._pass(params, buffers, source, class_chunks, total)
         losses, grads = self._shards.all_reduce([losses, grads], self.device)
-        return Evaluation.from_groups(losses, grads, per_class)
+        return Evaluation.from_groups(losses, grads, per_class=True)

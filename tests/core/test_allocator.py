@@ -201,6 +201,44 @@ def test_non_finite_gradient_and_step_are_refused():
         alloc.advance(np.array([1.0, np.inf]))
 
 
+@pytest.mark.parametrize("rule", ["simpson", "trapezoid", "auto", "first_order"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_gradient_along_the_path_is_refused(tmp_path, rule, bad):
+    """Gradients along a step are checked through the residual they enter, also where the
+    step does not move the bad coordinate (0·NaN is NaN); the store keeps the steps before."""
+    fn = cubic(2, 3)
+
+    def bad_gradient(theta):
+        loss, grad = fn(theta)
+        if theta[0] > 1.2:  # past the midpoint of the second step, the loss still finite
+            grad = grad.copy()
+            grad[2] = bad
+        return loss, grad
+
+    alloc = Allocator(FunctionBackend(bad_gradient, np.zeros(3)), tmp_path / "run", rule=rule)
+    alloc.start()
+    alloc.advance(np.array([1.0, 0.1, 0.0]))
+    with pytest.raises(NonFiniteError, match="gradient is NaN or infinite"):
+        alloc.advance(np.array([2.0, 0.2, 0.0]))  # the bad coordinate does not move
+    alloc.close()
+    assert open_run(tmp_path / "run").steps == 1
+
+
+def test_parameters_that_break_the_users_loss_are_named_as_the_cause():
+    """A NaN in θ_1 is looked for when the step fails, whatever the failure."""
+
+    def strict(theta):
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("my loss refuses NaN")
+        return cubic(1, 2)(theta)
+
+    alloc = Allocator(FunctionBackend(strict, np.ones(2)))
+    alloc.start()
+    with pytest.raises(NonFiniteError, match="optimizer step 0 produced NaN") as caught:
+        alloc.advance(np.array([1.0, np.nan]))
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
 @given(
     st.lists(
         st.sampled_from([0.0, -1.5, 1e300, -1e300, 1.7e308, np.nan, np.inf, -np.inf]),

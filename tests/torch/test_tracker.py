@@ -150,15 +150,46 @@ def test_the_gradient_of_step_t_is_taken_before_the_step(digits):
     tracker.close()
 
 
-def test_parameters_changed_outside_the_step_are_refused(digits):
+@pytest.mark.parametrize("how", ["in place", "new storage"])
+def test_parameters_changed_outside_the_step_are_refused(digits, how):
+    """Also when the parameter's storage is replaced (``p.data = …``): the snapshot reads
+    the parameter as it is now, not a view of the storage it had."""
     x, y, _, _ = digits
     model = mlp()
     tracker = Tracker(model, ce, (x, y))
     train(model, tracker, x, y, steps=1)
     with torch.no_grad():
-        model.fc1.weight.mul_(0.5)
+        if how == "in place":
+            model.fc1.weight.mul_(0.5)
+        else:
+            model.fc1.weight.data = model.fc1.weight.data * 0.5
     with pytest.raises(RuntimeError, match="outside"):
         tracker.begin()
+
+
+class Counting(nn.Module):
+    """A forward that replaces its buffer by a new tensor rather than updating it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls = self.calls + 1
+        return self.fc(x)
+
+
+def test_a_forward_that_replaces_a_buffer_leaves_the_model_its_own():
+    torch.manual_seed(0)
+    model = Counting()
+    own = model.calls
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    backend = TorchBackend(model, ce, (x, y))
+    theta = backend.snapshot().theta.astype(np.float64)
+    backend.evaluate([theta, theta + 0.1])
+    assert model.calls is own and float(own) == 0.0
+    assert dict(model.named_buffers())["calls"] is own
 
 
 def test_bad_evaluation_data_is_explained(digits):
