@@ -198,8 +198,7 @@ def common_dtype(dtypes: Iterable[Any]) -> np.dtype:
 def flat_vector(arrays: Iterable[Any]) -> np.ndarray:
     """Arrays raveled and concatenated in their :func:`common_dtype`: θ as the model holds it."""
     parts = [np.asarray(a).ravel() for a in arrays]
-    dtype = common_dtype(p.dtype for p in parts)
-    return np.concatenate([p.astype(dtype, copy=False) for p in parts])
+    return np.concatenate(parts, dtype=common_dtype(p.dtype for p in parts))
 
 
 def sign_counts(lca: np.ndarray, layout: Layout) -> np.ndarray:
