@@ -8,8 +8,9 @@ Losses and gradients are accumulated over fixed evaluation chunks in float64.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,14 @@ def _evaluation_mode(model: nn.Module, bn_policy: str) -> Iterator[None]:
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def materialized(grads: Sequence[torch.Tensor | None], params: list[torch.Tensor]) -> Any:
+    """Zeros for the parameters the loss does not use. (``materialize_grads=True`` does the
+    same, with two generator expressions over the parameters at every call.)"""
+    if all(map(isinstance, grads, repeat(torch.Tensor))):
+        return grads
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
 
 
 def chunk_loss(value: torch.Tensor, n: int, total: int) -> torch.Tensor:
@@ -225,11 +234,10 @@ class TorchBackend(BackendBase):
         }
 
     def snapshot(self) -> Snapshot:
-        with torch.no_grad():
-            views = self._param_views()
-            # cat always copies: θ is the model's values now, never a view of them
-            flat = torch.cat(views if self._dtype is not None else [v.double() for v in views])
-            theta = flat.cpu().numpy()
+        views = self._param_views()  # detached: no graph is recorded, no_grad is not needed
+        # cat always copies: θ is the model's values now, never a view of them
+        flat = torch.cat(views if self._dtype is not None else [v.double() for v in views])
+        theta = flat.cpu().numpy()
         state = None
         if self.bn_policy == "running" and self._has_bn:
             state = {k: b.detach().clone() for k, b in self.model.named_buffers()}
@@ -314,9 +322,9 @@ class TorchBackend(BackendBase):
         for x, y in self._shards.mine(chunks):
             out = self.model(**x) if isinstance(x, Mapping) else self.model(x)
             loss = chunk_loss(self.loss_fn(out, y), length(x), total)
-            grads = torch.autograd.grad(loss, params, materialize_grads=True)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
             # one C++ call for what torch.cat of reshapes does in 2 dispatches per parameter
-            grad = flatten_dense_tensors(grads).double()  # a new tensor
+            grad = flatten_dense_tensors(materialized(grads, params)).double()  # a new tensor
             if grad64 is None:
                 loss64, grad64 = loss.detach().double(), grad
             else:

@@ -35,6 +35,8 @@ def to_device(x: Any, device: torch.device) -> Any:
 
 def length(x: Any) -> int:
     """Examples in a chunk: a tensor's length, or that of a dict batch's first tensor."""
+    if isinstance(x, torch.Tensor):
+        return x.shape[0]  # not len(x): Tensor.__len__ is Python, the shape is not
     if isinstance(x, Mapping):
         return len(next(v for v in x.values() if isinstance(v, torch.Tensor)))
     return len(x)

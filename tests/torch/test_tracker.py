@@ -311,3 +311,27 @@ def test_a_tied_weight_gets_the_gradient_of_every_use():
     points = [theta + 0.1, theta * 0.7]
     for point, ev in zip(points, backend.evaluate(points), strict=True):
         assert_matches_autograd(ev, model, loss_fn, (x, y), point, backend.layout.offsets)
+
+
+class WithSpare(nn.Module):
+    """A trainable layer the loss never uses (a head kept for later, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.spare = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def test_a_parameter_the_loss_does_not_use_has_a_zero_gradient():
+    torch.manual_seed(0)
+    model = WithSpare()
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    backend = TorchBackend(model, ce, (x, y))
+    theta = backend.snapshot().theta.astype(np.float64)
+    (ev,) = backend.evaluate([theta])
+    spare = backend.layout.split(ev.grad)
+    assert np.all(spare["spare.weight"] == 0.0) and np.all(spare["spare.bias"] == 0.0)
+    assert np.any(spare["fc.weight"] != 0.0)
