@@ -335,3 +335,20 @@ def test_a_parameter_the_loss_does_not_use_has_a_zero_gradient():
     spare = backend.layout.split(ev.grad)
     assert np.all(spare["spare.weight"] == 0.0) and np.all(spare["spare.bias"] == 0.0)
     assert np.any(spare["fc.weight"] != 0.0)
+
+
+def test_a_parametrized_weight_is_evaluated_as_autograd_on_the_model():
+    """weight_norm keeps its weight as two parameters under ``parametrizations``: they are
+    lent in their own places and the weight is recomputed from them at every use."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    nn.utils.parametrizations.weight_norm(model[0])
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    before = copy.deepcopy(model.state_dict())
+    backend = TorchBackend(model, ce, (x, y))
+    assert "0.parametrizations.weight.original0" in {p.name for p in backend.layout.params}
+    theta = backend.snapshot().theta.astype(np.float64)
+    points = [theta * 1.1, theta - 0.05]
+    for point, ev in zip(points, backend.evaluate(points), strict=True):
+        assert_matches_autograd(ev, model, ce, (x, y), point, backend.layout.offsets)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
