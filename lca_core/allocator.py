@@ -10,6 +10,7 @@ as the start of step t+1, so Simpson costs two new gradient passes per step, not
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -224,16 +225,11 @@ class Allocator:
             integral = integrate(
                 self.rule, prev.evals, delta, nodes, tol=self.tol, max_panels=self.max_panels
             )
-            self._check_gradients(integral, where)
-        except Exception as exc:
-            # θ_1 is looked at only when the step fails: a NaN in it always fails the step
-            # (as a loss, a residual or the user's own error), and the cause is then θ_1
+        except Exception as exc:  # a NaN in θ_1 fails its evaluation: name the cause
             if not all_finite(theta1):
-                raise NonFiniteError(
-                    f"the optimizer step {self._step} produced NaN or infinite parameters; "
-                    "training diverged. Lower the learning rate or clip gradients."
-                ) from exc
+                raise self._diverged_step() from exc
             raise
+        self._check_finite(integral, theta1, where)
         evals1, drift = integral.end, 0.0
         if new.state is not None:  # the evaluation depends on state that moved: measure it
             evals1 = self.evaluate.point(theta1, new.state, f"θ_{self._step + 1}")
@@ -253,19 +249,29 @@ class Allocator:
         )
         return result, evals1
 
-    def _check_gradients(self, integral: PathIntegral, where: str) -> None:
-        """The gradients along the path, checked through the residual they enter: a NaN
-        or an infinity in any of them reaches ḡ and Σ Δ·ḡ, so a finite residual clears them
-        all at the cost of one scalar. Only a gradient that enters no residual (the end's,
-        under ``first_order``; the per-class parts) is checked on its own."""
+    def _check_finite(self, integral: PathIntegral, theta1: np.ndarray, where: str) -> None:
+        """θ_1 and the gradients along the path, checked through the residual they enter: a
+        NaN or an infinity in Δ or in any gradient reaches Σ Δ·ḡ, so a finite residual
+        clears them all at the cost of one scalar (θ_1 and ḡ are looked at only when it is
+        not). A gradient that enters no residual (the end's under ``first_order``, the
+        per-class parts) is checked on its own."""
         for split, grads in integral.grads.items():
-            if not np.isfinite(integral.residuals[split]) and not all_finite(grads.value()):
-                self.evaluate.refuse_non_finite(split, "gradient", where)
+            if not math.isfinite(integral.residuals[split]):
+                if not all_finite(theta1):
+                    raise self._diverged_step()
+                if not all_finite(grads.value()):
+                    self.evaluate.refuse_non_finite(split, "gradient", where)
             parts = integral.class_grads[split]
             if parts is not None and not all_finite(parts.value()):
                 self.evaluate.refuse_non_finite(split, "gradient", where)
             if self.rule == "first_order" and not all_finite(integral.end[split].grad):
                 self.evaluate.refuse_non_finite(split, "gradient", f"θ_{self._step + 1}")
+
+    def _diverged_step(self) -> NonFiniteError:
+        return NonFiniteError(
+            f"the optimizer step {self._step} produced NaN or infinite parameters; "
+            "training diverged. Lower the learning rate or clip gradients."
+        )
 
     @property
     def point_evaluations(self) -> dict[str, Evaluation]:

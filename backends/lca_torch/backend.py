@@ -312,7 +312,7 @@ class TorchBackend(BackendBase):
     ) -> tuple[float, np.ndarray]:
         """Σ over this process's chunks of (n_chunk/total)·loss and its flat gradient, in
         float64 (all of them without a process group). The model runs on ``params`` and
-        ``buffers`` (swapped in by the caller); the buffers start every pass from
+        ``buffers`` (lent to it by the caller); the buffers start every pass from
         ``source``, as BatchNorm updates them in place."""
         if buffers:
             with torch.no_grad():

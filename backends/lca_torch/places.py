@@ -40,9 +40,8 @@ class Places:
         out = {}
         for name in self.buffer_names:
             held, key = self.places[name][0]
-            tensor = held[key]
-            assert tensor is not None
-            out[name] = tensor
+            if (tensor := held[key]) is not None:  # as named_buffers, which skips None
+                out[name] = tensor
         return out
 
     @contextmanager

@@ -224,6 +224,20 @@ def test_a_non_finite_gradient_along_the_path_is_refused(tmp_path, rule, bad):
     assert open_run(tmp_path / "run").steps == 1
 
 
+def test_a_non_finite_parameter_the_loss_does_not_use_is_refused():
+    """Loss and gradients stay finite; Δ·ḡ does not (NaN·0 is NaN), and θ_1 is named."""
+    fn = cubic(1, 2)
+
+    def ignores_the_last(theta):
+        loss, grad = fn(theta[:2])
+        return loss, np.append(grad, 0.0)
+
+    alloc = Allocator(FunctionBackend(ignores_the_last, np.ones(3)))
+    alloc.start()
+    with pytest.raises(NonFiniteError, match="optimizer step 0 produced NaN"):
+        alloc.advance(np.array([1.1, 0.9, np.nan]))
+
+
 def test_parameters_that_break_the_users_loss_are_named_as_the_cause():
     """A NaN in θ_1 is looked for when the step fails, whatever the failure."""
 
