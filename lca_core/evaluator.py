@@ -1,8 +1,9 @@
 """Checked evaluation: what the allocator trusts a backend's answer with.
 
-Every evaluation is checked for the gradient's length and for finite values, the first
-point for determinism (a loss that changes between calls cannot be allocated), and every
-pass is counted, so results say what they cost.
+Every evaluation is checked for the gradient's length and a finite loss, a point's gradient
+for finite values (the gradients along a step are checked by the allocator, through the
+residual they enter), the first point for determinism (a loss that changes between calls
+cannot be allocated), and every pass is counted, so results say what they cost.
 """
 
 from __future__ import annotations
