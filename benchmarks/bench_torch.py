@@ -46,6 +46,44 @@ def hand_written_pass(
         (loss_fn(model(xb), yb) * (len(xb) / len(x))).backward()
 
 
+def timed_pass(
+    reference: nn.Module,
+    x: Any,
+    y: torch.Tensor,
+    chunk: int,
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
+    sync: Callable[[], None] = lambda: None,
+) -> float:
+    """Seconds of one hand-written pass (``sync`` waits for the device around it)."""
+    sync()
+    start = time.perf_counter()
+    hand_written_pass(reference, x, y, chunk, loss_fn)
+    sync()
+    return time.perf_counter() - start
+
+
+def tracked_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+    x: Any,
+    y: torch.Tensor,
+    idx: torch.Tensor,
+    stepper: Any,
+) -> tuple[float, Any]:
+    """A training step on ``x[idx]``, then its allocation by ``stepper`` (a tracker or a
+    :class:`BareStep`): the seconds of ``end()`` and the next ``begin()``, and what
+    ``end()`` returned."""
+    loss = loss_fn(model(x[idx]), y[idx])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    start = time.perf_counter()
+    result = stepper.end()
+    stepper.begin()
+    return time.perf_counter() - start, result
+
+
 def interleaved(
     model: nn.Module,
     loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
@@ -66,20 +104,10 @@ def interleaved(
     gen = torch.Generator().manual_seed(0)
     passes, lca, panels = [], [], []
     for _ in range(steps):
-        sync()
-        start = time.perf_counter()
-        hand_written_pass(reference, x, y, chunk, loss_fn)
-        sync()
-        passes.append(time.perf_counter() - start)
+        passes.append(timed_pass(reference, x, y, chunk, loss_fn, sync))
         idx = torch.randint(0, len(y), (batch,), generator=gen)
-        loss = loss_fn(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        start = time.perf_counter()
-        result = tracker.end()
-        tracker.begin()
-        lca.append(time.perf_counter() - start)
+        seconds, result = tracked_step(model, opt, loss_fn, x, y, idx, tracker)
+        lca.append(seconds)
         panels.append(result.panels)
     return passes, lca, panels
 
@@ -179,17 +207,10 @@ def measure_floor(x_np: np.ndarray, y_np: np.ndarray, steps: int) -> list[list[s
     for step in range(steps):
         idx = torch.randint(0, len(y), (250,), generator=gen)
         for i in np.roll(np.arange(3), step):  # each goes first as often as the others
-            start = time.perf_counter()
-            hand_written_pass(reference, x, y, 4096)
-            hand.append(time.perf_counter() - start)
-            loss = nn.functional.cross_entropy(copies[i](x[idx]), y[idx])
-            opts[i].zero_grad()
-            loss.backward()
-            opts[i].step()
-            start = time.perf_counter()
-            steppers[i].end()
-            steppers[i].begin()
-            times[i].append(time.perf_counter() - start)
+            hand.append(timed_pass(reference, x, y, 4096))
+            loss_fn = nn.functional.cross_entropy
+            seconds, _ = tracked_step(copies[i], opts[i], loss_fn, x, y, idx, steppers[i])
+            times[i].append(seconds)
     names = [
         "digits MLP: a bare step, no guarantees (reference)",
         "digits MLP: a bare step with lca's guarantees (reference)",

@@ -240,7 +240,7 @@ class TorchBackend(BackendBase):
         theta = flat.cpu().numpy()
         state = None
         if self.bn_policy == "running" and self._has_bn:
-            state = {k: b.detach().clone() for k, b in self.model.named_buffers()}
+            state = {k: b.detach().clone() for k, b in self._places.buffers().items()}
         return Snapshot(theta, state)
 
     def _param_views(self) -> list[torch.Tensor]:
