@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import HEADER, cases, ratio_rows, timings
+from common import HEADER, REPEATS, cases, ratio_row, ratio_rows, timings
 from lca_torch import Tracker
 from lca_torch.backend import _evaluation_mode, layout_of
 from lca_torch.places import Places
@@ -188,7 +188,8 @@ class BareStep:
 def measure_floor(x_np: np.ndarray, y_np: np.ndarray, steps: int) -> list[list[str]]:
     """The bare step without and with the guarantees, and lca's, interleaved on three
     copies of the digits MLP (each step: a hand-written pass, then each one's training
-    step and LCA step), so that all three ratios see the same machine."""
+    step and LCA step), so that all three ratios see the same machine; :data:`REPEATS`
+    blocks of ``steps`` steps give each ratio's spread."""
     torch.manual_seed(0)
     base = mlp((64, 100, 50, 10))
     x, y = torch.tensor(x_np), torch.tensor(y_np)
@@ -202,33 +203,25 @@ def measure_floor(x_np: np.ndarray, y_np: np.ndarray, steps: int) -> list[list[s
     opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in copies]
     reference = copy.deepcopy(base)
     gen = torch.Generator().manual_seed(0)
-    hand: list[float] = []
-    times: list[list[float]] = [[], [], []]
-    for step in range(steps):
-        idx = torch.randint(0, len(y), (250,), generator=gen)
-        for i in np.roll(np.arange(3), step):  # each goes first as often as the others
-            hand.append(timed_pass(reference, x, y, 4096))
-            loss_fn = nn.functional.cross_entropy
-            seconds, _ = tracked_step(copies[i], opts[i], loss_fn, x, y, idx, steppers[i])
-            times[i].append(seconds)
+    blocks: list[list[dict[str, float]]] = [[], [], []]
+    for _ in range(REPEATS):
+        hand: list[float] = []
+        times: list[list[float]] = [[], [], []]
+        for step in range(steps):
+            idx = torch.randint(0, len(y), (250,), generator=gen)
+            for i in np.roll(np.arange(3), step):  # each goes first as often as the others
+                hand.append(timed_pass(reference, x, y, 4096))
+                loss_fn = nn.functional.cross_entropy
+                seconds, _ = tracked_step(copies[i], opts[i], loss_fn, x, y, idx, steppers[i])
+                times[i].append(seconds)
+        for i, t in enumerate(times):
+            blocks[i].append(timings(hand, t, [2] * len(t), warmup=0))
     names = [
         "digits MLP: a bare step, no guarantees (reference)",
         "digits MLP: a bare step with lca's guarantees (reference)",
         "digits MLP: lca, beside the two references",
     ]
-    rows = []
-    for name, t in zip(names, times, strict=True):
-        m = timings(hand, t, [2] * len(t), warmup=0)
-        rows.append(
-            [
-                name,
-                f"{1e3 * m['pass']:.2f}",
-                f"{1e3 * m['lca']:.2f}",
-                "2.00",
-                f"{m['lca'] / (2 * m['pass']):.3f}",
-            ]
-        )
-    return rows
+    return [ratio_row(name, runs) for name, runs in zip(names, blocks, strict=True)]
 
 
 def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
@@ -239,10 +232,11 @@ def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
     notes = (
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; "
         f"median of {steps} steps. 'ratio' = median LCA step ÷ (mean passes per step × "
-        "median pass), goal ≤ 1.10. The references are the least a Simpson step can do "
-        "(`BareStep`): their ratio is the floor on this machine, without and with what lca "
-        "guarantees (flags and RNG restored, helped / hurt counts); measured in one loop "
-        "with lca's, three models in one process."
+        f"median pass), goal ≤ 1.10: the median of {REPEATS} measurements (each case a fresh "
+        "model and tracker), and their range. The references are the least a Simpson step "
+        "can do (`BareStep`): their ratio is the floor on this machine, without and with what "
+        "lca guarantees (flags and RNG restored, helped / hurt counts); measured in one loop "
+        f"with lca's, three models in one process, in {REPEATS} blocks of {steps} steps."
     )
     return (
         "PyTorch: LCA step vs two hand-written gradient passes",

@@ -7,7 +7,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-HEADER = ["case", "pass ms", "LCA step ms", "mean panels", "ratio"]
+HEADER = ["case", "pass ms", "LCA step ms", "mean panels", "ratio", "ratio range"]
+#: independent measurements per case (each a fresh model and tracker): their spread is the
+#: machine's noise, which a single median hides
+REPEATS = 3
 
 
 def cases(quick: bool) -> list[tuple[str, tuple[int, ...], np.ndarray, np.ndarray]]:
@@ -39,18 +42,24 @@ def timings(
 def ratio_rows(
     measure: Callable[..., dict], quick: bool, steps: int, label_dtype: type = np.int64
 ) -> list[list[str]]:
-    """One row per case: median pass, median LCA step, panels, LCA ÷ (panels × pass)."""
+    """One row per case, over :data:`REPEATS` measurements: median pass, median LCA step,
+    panels, the median of LCA ÷ (panels × pass) and its range."""
     rows = []
     for name, sizes, x, y in cases(quick):
-        m = measure(sizes, x, y.astype(label_dtype), steps)
-        rows.append(
-            [
-                name,
-                f"{1e3 * m['pass']:.2f}",
-                f"{1e3 * m['lca']:.2f}",
-                f"{m['panels']:.2f}",
-                # normalised by the passes made (new nodes = panels, the endpoint reused)
-                f"{m['lca'] / (m['panels'] * m['pass']):.3f}",
-            ]
-        )
+        runs = [measure(sizes, x, y.astype(label_dtype), steps) for _ in range(REPEATS)]
+        rows.append(ratio_row(name, runs))
     return rows
+
+
+def ratio_row(name: str, runs: list[dict[str, float]]) -> list[str]:
+    """A table row from repeated :func:`timings`: medians, and the ratio normalised by the
+    passes made (new nodes = panels, the endpoint reused) as median and min–max."""
+    ratios = [m["lca"] / (m["panels"] * m["pass"]) for m in runs]
+    return [
+        name,
+        f"{1e3 * statistics.median(m['pass'] for m in runs):.2f}",
+        f"{1e3 * statistics.median(m['lca'] for m in runs):.2f}",
+        f"{statistics.mean(m['panels'] for m in runs):.2f}",
+        f"{statistics.median(ratios):.3f}",
+        f"{min(ratios):.3f}–{max(ratios):.3f}",
+    ]
