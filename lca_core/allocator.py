@@ -29,7 +29,7 @@ from .contract import (
 )
 from .cost import LOG, CostMeter, Forecast
 from .errors import NonFiniteError
-from .evaluator import CheckedEvaluator, all_finite
+from .evaluator import all_finite, step_evaluator
 from .protocol import Backend, Evaluation, Snapshot
 from .quadrature import PathIntegral, integrate
 from .recorder import Recorder
@@ -85,12 +85,8 @@ class Allocator:
         self.check_determinism = check_determinism
         #: a subset's random groups (``eval_subset``): evaluated grouped, for error bars
         self.subset = getattr(backend, "subset", None)
-        splits = ("train", "val") if validation else ("train",)
-        self.evaluate = CheckedEvaluator(
-            backend,
-            splits,
-            per_class=per_class or self.subset is not None,
-            determinism_rtol=determinism_rtol,
+        self.evaluate = step_evaluator(
+            backend, validation=validation, per_class=per_class, determinism_rtol=determinism_rtol
         )
         self.config = {
             "rule": rule,
@@ -169,7 +165,9 @@ class Allocator:
         if result is not None:
             self.cost.mark_step(self.gradient_passes)
             if self.forecast is None:
-                self.forecast = self.cost.forecast(self._steps_ahead())
+                self.forecast = self.cost.forecast(
+                    self._steps_ahead(), rule=self.rule, subset=self.subset is not None
+                )
                 if self.forecast is not None:
                     LOG.info("%s", self.forecast)
         return result

@@ -15,6 +15,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 LOG = logging.getLogger("lca")
+#: a full-set pass must take at least this long for ``eval_subset`` to pay: a subset pass is
+#: 16 group passes (for its error bars), each with the fixed cost of a call (~1 ms on a CPU).
+#: Measured (benchmarks/results/subsets.md): at 10 %, a 2 ms pass (1.8k examples) became
+#: ~3× slower, a 0.2 s pass (60k) ~5× faster
+SUBSET_PAYS_FROM_SECONDS = 0.05
+
+
+def knobs(pass_seconds: float, *, rule: str | None = None, subset: bool = False) -> tuple[str, ...]:
+    """The settings that would cut what tracking costs: those not in use already, and
+    ``eval_subset`` only where a pass is long enough for it to pay."""
+    found = []
+    if not subset and pass_seconds >= SUBSET_PAYS_FROM_SECONDS:
+        found.append("eval_subset=0.1 (a tenth of the examples per pass, with error bars)")
+    found.append("every=k (k× fewer tracked steps)")
+    if rule in (None, "simpson"):
+        found.append("rule='auto' (one pass where the trapezoid suffices)")
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,8 @@ class Forecast:
     passes_per_step: float
     training_seconds_per_step: float | None
     steps_ahead: int | None
+    #: the settings that would cut the cost (see :func:`knobs`)
+    knobs: tuple[str, ...] = ()
 
     @property
     def ratio(self) -> float | None:
@@ -42,10 +61,7 @@ class Forecast:
         if self.steps_ahead:
             text += f"; about {_duration(self.seconds_per_step * self.steps_ahead)} for the "
             text += f"{self.steps_ahead} tracked steps ahead"
-        return (
-            text + ". To cut it: eval_subset=0.1 (a tenth per pass, with error bars), "
-            "every=k (k× fewer steps), rule='auto' (one pass where the trapezoid suffices)."
-        )
+        return text + (f". To cut it: {', '.join(self.knobs)}." if self.knobs else ".")
 
 
 def _duration(seconds: float) -> str:
@@ -83,12 +99,16 @@ class CostMeter:
             return 0.0
         return max(time.perf_counter() - self._first - self.lca_seconds, 0.0)
 
-    def forecast(self, steps_ahead: int | None) -> Forecast | None:
-        """From the steps after the first (which also compiled and checked determinism)."""
+    def forecast(
+        self, steps_ahead: int | None, *, rule: str, subset: bool = False
+    ) -> Forecast | None:
+        """From the steps after the first (which also compiled and checked determinism);
+        ``rule`` and ``subset`` say which settings are in use, for the knobs."""
         if len(self._marks) < 2:
             return None
         (w0, l0, p0), (w1, l1, p1) = self._marks[0], self._marks[-1]
         steps = len(self._marks) - 1
-        lca = (l1 - l0) / steps
+        lca, passes = (l1 - l0) / steps, (p1 - p0) / steps
         training = max((w1 - w0) / steps - lca, 0.0)
-        return Forecast(lca, (p1 - p0) / steps, training or None, steps_ahead)
+        found = knobs(lca / passes if passes else 0.0, rule=rule, subset=subset)
+        return Forecast(lca, passes, training or None, steps_ahead, found)

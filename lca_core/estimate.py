@@ -1,9 +1,10 @@
 """``lca estimate``: what tracking a model/data pair would cost, before any training.
 
-It times full-set gradient passes at the model's current parameters (the first call
-compiles, so it is reported apart) and multiplies by the passes each rule makes per step:
-Simpson two, ``auto`` one where the trapezoid suffices and two where it does not, the
-paper's first-order rule one (but no error control).
+It times the evaluations a tracked step makes at the model's current parameters (every
+split, by group on a subset; the first call compiles, so it is reported apart) and
+multiplies by the points each rule evaluates per step: Simpson two, ``auto`` one where the
+trapezoid suffices and two where it does not, the paper's first-order rule one (but no
+error control).
 """
 
 from __future__ import annotations
@@ -14,30 +15,43 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cost import _duration
+from .cost import _duration, knobs
+from .evaluator import step_evaluator
 from .protocol import Backend
 
-#: gradient passes per allocated step, fewest and most before refinement (refined steps add
-#: n new nodes when n panels double)
-PASSES = {"auto": (1, 2), "simpson": (2, 2), "trapezoid": (1, 1), "first_order": (1, 1)}
+#: points evaluated per allocated step, fewest and most before refinement (refined steps add
+#: n new nodes when n panels double); a point costs a pass per split
+POINTS = {"auto": (1, 2), "simpson": (2, 2), "trapezoid": (1, 1), "first_order": (1, 1)}
 
 
 @dataclass(frozen=True)
 class Estimate:
     first_call_seconds: float
+    #: one pass over one split (the mean over the splits a step evaluates)
     pass_seconds: float
     examples: int
     steps: int | None
+    #: splits a step evaluates (training, and validation where the backend holds it)
+    splits: int = 1
+    #: a subset's groups: its passes are grouped for the error bars
+    groups: int | None = None
 
     def table(self) -> str:
+        grouped = f" in {self.groups} groups (for the error bars)" if self.groups else ""
         lines = [
-            f"one gradient pass over {self.examples} examples: {self.pass_seconds:.3g} s "
-            f"(the first call, which compiles: {self.first_call_seconds:.3g} s)",
+            f"one gradient pass over {self.examples} examples{grouped}: "
+            f"{self.pass_seconds:.3g} s (the first call, which compiles: "
+            f"{self.first_call_seconds:.3g} s)",
+        ]
+        if self.splits > 1:
+            lines.append("each point is evaluated on the training and the validation set")
+        lines += [
             "",
             f"{'rule':<12} {'passes/step':<12} {'s/step':<14}"
             + (f"{self.steps} steps" if self.steps else ""),
         ]
-        for rule, (low, high) in PASSES.items():
+        for rule, points in POINTS.items():
+            low, high = (n * self.splits for n in points)
             per = (low * self.pass_seconds, high * self.pass_seconds)
             passes = f"{low}" if low == high else f"{low}–{high}"
             seconds = f"{per[0]:.3g}" if low == high else f"{per[0]:.3g}–{per[1]:.3g}"
@@ -46,11 +60,10 @@ class Estimate:
                 total = _duration(per[0] * self.steps)
                 total += "" if low == high else f"–{_duration(per[1] * self.steps)}"
             lines.append(f"{rule:<12} {passes:<12} {seconds:<14}{total}")
+        cut = ", ".join(knobs(self.pass_seconds, subset=self.groups is not None))
         lines += [
             "",
-            "Steps whose residual is above tol add passes (refinement). To cut the cost: "
-            "eval_subset=n (n examples per pass, with error bars), every=k (k× fewer "
-            "steps), rule='auto'.",
+            f"Steps whose residual is above tol add passes (refinement). To cut it: {cut}.",
         ]
         return "\n".join(lines)
 
@@ -62,19 +75,29 @@ def estimate(
     eval_subset: int | float | None = None,
     repeats: int = 3,
 ) -> Estimate:
-    """Time ``repeats`` full-set gradient passes of ``backend`` (after a first, compiling
-    one) at its current parameters; the model is not changed."""
+    """Time ``repeats`` evaluations of one point as a tracked step makes them (after a
+    first, compiling one) at ``backend``'s current parameters; the model is not changed."""
     if eval_subset is not None:
         backend.use_subset(eval_subset)  # type: ignore[attr-defined]
+    evaluate = step_evaluator(backend, validation="val" in getattr(backend, "splits", ()))
     theta = np.asarray(backend.snapshot().theta, dtype=np.float64)
     times = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
-        backend.evaluate([theta])
+        evaluate.point(theta, None, "the current parameters")
         times.append(time.perf_counter() - started)
+    splits = len(evaluate.splits)
     sets = getattr(backend, "sets", {})
     examples = int(backend.policy().get("eval_samples", 0)) or _length(sets.get("train"))
-    return Estimate(times[0], statistics.median(times[1:]), examples, steps)
+    subset = getattr(backend, "subset", None)
+    return Estimate(
+        times[0] / splits,
+        statistics.median(times[1:]) / splits,
+        examples,
+        steps,
+        splits,
+        subset["groups"] if subset else None,
+    )
 
 
 def _length(train: object) -> int:

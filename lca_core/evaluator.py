@@ -26,7 +26,9 @@ from .quadrature import NodeEvaluator
 
 
 class CheckedEvaluator:
-    """A backend's evaluations over the chosen splits, checked and counted."""
+    """A backend's evaluations over the chosen splits, checked and counted. ``per_class``
+    groups the training split's passes (by class, or by a subset's random groups): only its
+    parts are allocated, so the validation split is always evaluated whole."""
 
     def __init__(
         self,
@@ -57,7 +59,10 @@ class CheckedEvaluator:
         gradient in it is: one scalar instead of a pass over each gradient)."""
         try:
             evals = self.backend.evaluate(
-                list(thetas), state=state, split=split, per_class=self.per_class
+                list(thetas),
+                state=state,
+                split=split,
+                per_class=self.per_class and split == "train",
             )
         except LCAError:
             raise
@@ -157,3 +162,14 @@ def all_finite(values: np.ndarray) -> bool:
     with np.errstate(over="ignore", invalid="ignore"):
         total = values.sum()
     return bool(np.isfinite(total)) or bool(np.all(np.isfinite(values)))
+
+
+def step_evaluator(
+    backend: Backend, *, validation: bool, per_class: bool = False, determinism_rtol: float = 1e-5
+) -> CheckedEvaluator:
+    """The evaluations a tracked step makes: the training split (and the validation one),
+    by class where asked, and by group on a subset (``eval_subset``), whose error bars come
+    from its groups' spread."""
+    splits = ("train", "val") if validation else ("train",)
+    grouped = per_class or getattr(backend, "subset", None) is not None
+    return CheckedEvaluator(backend, splits, per_class=grouped, determinism_rtol=determinism_rtol)

@@ -126,7 +126,8 @@ class Summary:
                     "time in LCA",
                     f"{self.lca_seconds:.3g} s"
                     + (f" ({ratio:.2g}× the training time)" if ratio is not None else ""),
-                    "measured overhead: eval_subset, every, rule='auto' cut it",
+                    "measured overhead: every=k, rule='auto' and, where a pass is long, "
+                    "eval_subset cut it",
                 )
             )
         if self.gradient_passes is not None:

@@ -159,6 +159,34 @@ def test_validation_lca_has_its_own_residual():
         assert not np.allclose(r.val_layer_lca, r.layer_lca)
 
 
+def test_per_class_groups_the_training_passes_only(monkeypatch):
+    """Only the training split's class parts are allocated: the validation set is
+    evaluated whole, not split by class for nothing."""
+    x, y = digits_like(4, n=200)
+    mlp = MLP((16, 8, 4))
+    traj = sgd(mlp.loss_and_grad, mlp.init(2), 0.4, 3, x[:150], y[:150])
+    backend = FunctionBackend(
+        mlp.loss_and_grad,
+        traj[0],
+        data=(x[:150], y[:150]),
+        val_data=(x[150:], y[150:]),
+        layout=mlp.layout,
+    )
+    asked = set()
+    evaluate = backend.evaluate
+
+    def recorded(thetas, *, state=None, split="train", per_class=False):
+        asked.add((split, per_class))
+        return evaluate(thetas, state=state, split=split, per_class=per_class)
+
+    monkeypatch.setattr(backend, "evaluate", recorded)
+    _, results = allocate(backend, traj, validation=True, per_class=True)
+    assert asked == {("train", True), ("val", False)}
+    for r in results:
+        np.testing.assert_allclose(r.class_lca.sum(axis=0), r.lca, rtol=1e-9, atol=1e-13)
+        assert abs(r.val_residual) <= 1e-3
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 

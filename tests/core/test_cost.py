@@ -5,9 +5,13 @@ import itertools
 import logging
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lca_core import FunctionBackend, Tracker, open_run
 from lca_core.cli import main
+from lca_core.cost import SUBSET_PAYS_FROM_SECONDS, knobs
+from lca_core.estimate import estimate
 from lca_core.numpy_models import MLP
 from tests.core.models import digits_like, sgd
 
@@ -32,7 +36,11 @@ def test_a_forecast_is_logged_after_the_second_step_and_the_time_is_measured(tmp
     assert forecast is not None and forecast.passes_per_step == 2  # Simpson, endpoint reused
     assert forecast.steps_ahead == 4 and forecast.seconds_per_step > 0
     assert [r.message for r in caplog.records] == [str(forecast)]
-    assert "eval_subset" in str(forecast) and "4 tracked steps ahead" in str(forecast)
+    assert "4 tracked steps ahead" in str(forecast)
+    # the knobs that apply: a pass of a few ms is too short for a subset to pay
+    assert forecast.knobs == knobs(forecast.seconds_per_step / 2, rule="simpson")
+    assert "every=k" in str(forecast) and "rule='auto'" in str(forecast)
+    assert "eval_subset" not in str(forecast)
     summary = tracker.close()
     assert summary.lca_seconds > 0 and summary.training_seconds >= 0
     assert "time in LCA" in str(summary)
@@ -68,11 +76,45 @@ def test_lca_estimate_times_passes_and_forecasts_each_rule(tmp_path, capsys):
 
 
 def test_estimate_leaves_the_parameters_alone():
-    from lca_core.estimate import estimate
-
     x, y, mlp, traj = problem()
     backend = FunctionBackend(mlp.loss_and_grad, traj[0], data=(x, y), layout=mlp.layout)
     before = backend.snapshot().theta.copy()
     result = estimate(backend, steps=10)
     np.testing.assert_array_equal(backend.snapshot().theta, before)
     assert result.pass_seconds > 0 and result.examples == 400
+
+
+@given(
+    st.floats(0, 10),
+    st.sampled_from(["simpson", "auto", "trapezoid", "first_order"]),
+    st.booleans(),
+)
+def test_the_knobs_named_are_those_that_would_cut_the_cost(pass_seconds, rule, subset):
+    found = " ".join(knobs(pass_seconds, rule=rule, subset=subset))
+    assert "every=k" in found  # fewer tracked steps always cost less
+    assert ("rule='auto'" in found) == (rule == "simpson")  # the others make one pass already
+    # a subset pass is many small group passes: it pays only where a pass is long
+    assert ("eval_subset" in found) == (not subset and pass_seconds >= SUBSET_PAYS_FROM_SECONDS)
+
+
+def test_estimate_evaluates_as_a_tracked_step_does(monkeypatch):
+    """A subset's passes are grouped (its error bars), a validation set is a second pass
+    per point: the estimate times what tracking will pay, not a plain pass."""
+    x, y, mlp, traj = problem()
+    backend = FunctionBackend(
+        mlp.loss_and_grad, traj[0], data=(x, y), val_data=(x[:50], y[:50]), layout=mlp.layout
+    )
+    calls = []
+    evaluate = backend.evaluate
+
+    def recorded(thetas, *, state=None, split="train", per_class=False):
+        calls.append((split, per_class))
+        return evaluate(thetas, state=state, split=split, per_class=per_class)
+
+    monkeypatch.setattr(backend, "evaluate", recorded)
+    result = estimate(backend, eval_subset=0.5, repeats=2)
+    assert calls == [("train", True), ("val", False)] * 3
+    assert result.splits == 2 and result.groups == backend.subset["groups"]
+    simpson = next(line for line in result.table().splitlines() if line.startswith("simpson"))
+    assert simpson.split()[1] == "4"  # two points, each on both splits
+    assert f"in {result.groups} groups" in result.table()
