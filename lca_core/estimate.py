@@ -35,6 +35,8 @@ class Estimate:
     splits: int = 1
     #: a subset's groups: its passes are grouped for the error bars
     groups: int | None = None
+    #: with a subset: one pass over the full set, for comparison
+    full_pass_seconds: float | None = None
 
     def table(self) -> str:
         grouped = f" in {self.groups} groups (for the error bars)" if self.groups else ""
@@ -43,11 +45,18 @@ class Estimate:
             f"{self.pass_seconds:.3g} s (the first call, which compiles: "
             f"{self.first_call_seconds:.3g} s)",
         ]
+        if self.full_pass_seconds:
+            ratio = self.pass_seconds / self.full_pass_seconds
+            lines.append(
+                f"over the full set: {self.full_pass_seconds:.3g} s, so the subset costs "
+                f"{ratio:.2g}× as much"
+                + ("" if ratio < 1 else " (its group passes' fixed cost outweighs the saving)")
+            )
         if self.splits > 1:
             lines.append("each point is evaluated on the training and the validation set")
         lines += [
             "",
-            f"{'rule':<12} {'passes/step':<12} {'s/step':<14}"
+            f"{'rule':<12} {'passes/step':<12} {'s/step':<20}"
             + (f"{self.steps} steps" if self.steps else ""),
         ]
         for rule, points in POINTS.items():
@@ -59,7 +68,7 @@ class Estimate:
             if self.steps:
                 total = _duration(per[0] * self.steps)
                 total += "" if low == high else f"–{_duration(per[1] * self.steps)}"
-            lines.append(f"{rule:<12} {passes:<12} {seconds:<14}{total}")
+            lines.append(f"{rule:<12} {passes:<12} {seconds:<20}{total}")
         cut = ", ".join(knobs(self.pass_seconds, subset=self.groups is not None))
         lines += [
             "",
@@ -76,28 +85,41 @@ def estimate(
     repeats: int = 3,
 ) -> Estimate:
     """Time ``repeats`` evaluations of one point as a tracked step makes them (after a
-    first, compiling one) at ``backend``'s current parameters; the model is not changed."""
-    if eval_subset is not None:
-        backend.use_subset(eval_subset)  # type: ignore[attr-defined]
-    evaluate = step_evaluator(backend, validation="val" in getattr(backend, "splits", ()))
+    first, compiling one) at ``backend``'s current parameters; with ``eval_subset``, the
+    full set's too, to show what the subset saves. The model is not changed."""
     theta = np.asarray(backend.snapshot().theta, dtype=np.float64)
-    times = []
-    for _ in range(repeats + 1):
-        started = time.perf_counter()
-        evaluate.point(theta, None, "the current parameters")
-        times.append(time.perf_counter() - started)
-    splits = len(evaluate.splits)
+    full = None
+    if eval_subset is not None:
+        full = statistics.median(_point_seconds(backend, theta, repeats)[1:])
+        backend.use_subset(eval_subset)  # type: ignore[attr-defined]
+    times = _point_seconds(backend, theta, repeats)
     sets = getattr(backend, "sets", {})
     examples = int(backend.policy().get("eval_samples", 0)) or _length(sets.get("train"))
     subset = getattr(backend, "subset", None)
     return Estimate(
-        times[0] / splits,
-        statistics.median(times[1:]) / splits,
+        times[0],
+        statistics.median(times[1:]),
         examples,
         steps,
-        splits,
+        _splits(backend),
         subset["groups"] if subset else None,
+        full,
     )
+
+
+def _splits(backend: Backend) -> int:
+    return 2 if "val" in getattr(backend, "splits", ()) else 1
+
+
+def _point_seconds(backend: Backend, theta: np.ndarray, repeats: int) -> list[float]:
+    """Seconds per pass (a point's evaluation over its splits), the first call first."""
+    evaluate = step_evaluator(backend, validation=_splits(backend) == 2)
+    times = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        evaluate.point(theta, None, "the current parameters")
+        times.append((time.perf_counter() - started) / len(evaluate.splits))
+    return times
 
 
 def _length(train: object) -> int:

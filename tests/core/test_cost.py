@@ -113,7 +113,9 @@ def test_estimate_evaluates_as_a_tracked_step_does(monkeypatch):
 
     monkeypatch.setattr(backend, "evaluate", recorded)
     result = estimate(backend, eval_subset=0.5, repeats=2)
-    assert calls == [("train", True), ("val", False)] * 3
+    # the full set first (to compare), then the subset as tracking evaluates it
+    assert calls == [("train", False), ("val", False)] * 3 + [("train", True), ("val", False)] * 3
+    assert result.full_pass_seconds > 0 and "so the subset costs" in result.table()
     assert result.splits == 2 and result.groups == backend.subset["groups"]
     simpson = next(line for line in result.table().splitlines() if line.startswith("simpson"))
     assert simpson.split()[1] == "4"  # two points, each on both splits
