@@ -2,9 +2,9 @@
 
 import pytest
 
-from lca_core import Allocator, FunctionBackend
+from lca_core import Allocator
 from lca_core.numpy_models import MLP
-from tests.core.models import digits_like, sgd
+from tests.core.models import digits_like, sgd, with_validation
 
 
 @pytest.fixture(scope="session")
@@ -14,13 +14,7 @@ def run_path(tmp_path_factory):
     x, y = digits_like(5, n=200)
     mlp = MLP((16, 10, 4), activation="relu")
     traj = sgd(mlp.loss_and_grad, mlp.init(3), 0.4, 30, x[:150], y[:150])
-    backend = FunctionBackend(
-        mlp.loss_and_grad,
-        traj[0],
-        data=(x[:150], y[:150]),
-        val_data=(x[150:], y[150:]),
-        layout=mlp.layout,
-    )
+    backend = with_validation(mlp, traj[0], x, y)
     alloc = Allocator(
         backend,
         path,

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from lca_core import FunctionBackend
 from lca_core.numpy_models import MLP
 
 
@@ -56,3 +57,14 @@ def digits_like(seed: int = 0, n: int = 300, d: int = 16, classes: int = 4):
 
 
 __all__ = ["MLP", "cubic", "digits_like", "linear", "logistic", "logistic_data", "sgd"]
+
+
+def with_validation(mlp: MLP, theta, x, y, n_train: int = 150) -> FunctionBackend:
+    """``mlp`` on its first ``n_train`` examples, the rest held out as the validation set."""
+    return FunctionBackend(
+        mlp.loss_and_grad,
+        theta,
+        data=(x[:n_train], y[:n_train]),
+        val_data=(x[n_train:], y[n_train:]),
+        layout=mlp.layout,
+    )

@@ -16,7 +16,15 @@ from lca_core import (
 from lca_core.evaluator import all_finite
 from lca_core.numpy_models import MLP
 from tests.checks import gauss_legendre_lca
-from tests.core.models import cubic, digits_like, linear, logistic, logistic_data, sgd
+from tests.core.models import (
+    cubic,
+    digits_like,
+    linear,
+    logistic,
+    logistic_data,
+    sgd,
+    with_validation,
+)
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -145,13 +153,7 @@ def test_validation_lca_has_its_own_residual():
     mlp = MLP((16, 8, 4))
     theta0 = mlp.init(2)
     traj = sgd(mlp.loss_and_grad, theta0, 0.4, 4, x[:150], y[:150])
-    backend = FunctionBackend(
-        mlp.loss_and_grad,
-        theta0,
-        data=(x[:150], y[:150]),
-        val_data=(x[150:], y[150:]),
-        layout=mlp.layout,
-    )
+    backend = with_validation(mlp, theta0, x, y)
     _, results = allocate(backend, traj, validation=True)
     for r in results:
         assert abs(r.val_residual) <= 1e-3
@@ -165,13 +167,7 @@ def test_per_class_groups_the_training_passes_only(monkeypatch):
     x, y = digits_like(4, n=200)
     mlp = MLP((16, 8, 4))
     traj = sgd(mlp.loss_and_grad, mlp.init(2), 0.4, 3, x[:150], y[:150])
-    backend = FunctionBackend(
-        mlp.loss_and_grad,
-        traj[0],
-        data=(x[:150], y[:150]),
-        val_data=(x[150:], y[150:]),
-        layout=mlp.layout,
-    )
+    backend = with_validation(mlp, traj[0], x, y)
     asked = set()
     evaluate = backend.evaluate
 
