@@ -24,7 +24,8 @@ SUBSET_PAYS_FROM_SECONDS = 0.05
 
 def knobs(pass_seconds: float, *, rule: str | None = None, subset: bool = False) -> tuple[str, ...]:
     """The settings that would cut what tracking costs: those not in use already, and
-    ``eval_subset`` only where a pass is long enough for it to pay."""
+    ``eval_subset`` only where a pass is long enough for it to pay (``rule=None``: no rule
+    chosen yet, as in ``lca estimate``, which shows them all)."""
     found = []
     if not subset and pass_seconds >= SUBSET_PAYS_FROM_SECONDS:
         found.append("eval_subset=0.1 (a tenth of the examples per pass, with error bars)")
