@@ -33,7 +33,7 @@ from .evaluator import all_finite, step_evaluator
 from .protocol import Backend, Evaluation, Snapshot
 from .quadrature import PathIntegral, integrate
 from .recorder import Recorder
-from .step import StepResult, step_result
+from .step import StepResult, group_allocations, step_result
 from .summary import RunningSummary, Summary
 
 
@@ -221,7 +221,13 @@ class Allocator:
         nodes = self.evaluate.along(prev.theta, delta, theta1, prev.snapshot.state, where)
         try:
             integral = integrate(
-                self.rule, prev.evals, delta, nodes, tol=self.tol, max_panels=self.max_panels
+                self.rule,
+                prev.evals,
+                delta,
+                nodes,
+                tol=self.tol,
+                max_panels=self.max_panels,
+                parts=group_allocations(self.layout, delta) if self.subset else None,
             )
         except Exception as exc:  # a NaN in θ_1 fails its evaluation: name the cause
             if not all_finite(theta1):

@@ -143,7 +143,8 @@ def path_residual(e0: Evaluation, e1: Evaluation, delta: np.ndarray, g: NestedSu
 @dataclass
 class PathIntegral:
     """The path integral of one step, per evaluation split: the gradient average (and the
-    per-class ones), the evaluation at θ_{t+1} and the residual of the estimate."""
+    per-class ones, mapped by ``integrate``'s ``parts`` where given), the evaluation at
+    θ_{t+1} and the residual of the estimate."""
 
     grads: dict[str, NestedSum]
     class_grads: dict[str, NestedSum | None]
@@ -167,29 +168,33 @@ def integrate(
     *,
     tol: float,
     max_panels: int,
+    parts: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> PathIntegral:
     """ḡ along θ_t + sΔ for every split in ``start``, doubling the panels until every
     split's residual is within ``tol`` (or ``max_panels`` is reached).
 
-    Pure: ``evaluate`` supplies the gradients, so the rule is tested without a model.
+    ``parts`` maps each node's per-class (or per-group) gradients before they are summed,
+    e.g. onto Δ by layer where only those sums are wanted (the sums are linear, so the
+    quadrature of the mapped parts is the mapped quadrature). Pure: ``evaluate`` supplies
+    the gradients, so the rule is tested without a model.
     """
 
     if rule == "auto":
         first = evaluate([1.0])
-        trapezoid = _integral("trapezoid", start, delta, first)
+        trapezoid = _integral("trapezoid", start, delta, first, parts)
         if max_panels < 2 or max(map(abs, trapezoid.residuals.values())) <= tol:
             return trapezoid
         middle = evaluate([0.5])
         rule, first = "simpson", {s: [*middle[s], *evs] for s, evs in first.items()}
     else:
         first = evaluate(first_nodes(rule))
-    integral = _integral(rule, start, delta, first)
+    integral = _integral(rule, start, delta, first, parts)
     n = initial_panels(rule)
     while refinable(rule) and n < max_panels and max(map(abs, integral.residuals.values())) > tol:
         for split, evs in evaluate(refinement_nodes(n).tolist()).items():
             integral.grads[split].refine([e.grad for e in evs])
             if (c := integral.class_grads[split]) is not None:
-                c.refine([e.class_grads for e in evs])
+                c.refine([_part(e, parts) for e in evs])
         integral.residuals.update(
             {
                 s: path_residual(start[s], integral.end[s], delta, g)
@@ -205,18 +210,26 @@ def _integral(
     start: Mapping[str, Evaluation],
     delta: np.ndarray,
     first: Mapping[str, list[Evaluation]],
+    parts: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> PathIntegral:
     """The rule's sums over its first nodes (interior ones, then s = 1), per split."""
 
-    def nested(e0: Evaluation, evs: list[Evaluation], field: str) -> NestedSum:
-        ends = getattr(e0, field), getattr(evs[-1], field)
-        return NestedSum(rule, *ends, [getattr(e, field) for e in evs[:-1]])
+    def nested(value: Callable[[Evaluation], np.ndarray], e0: Evaluation, evs: list) -> NestedSum:
+        return NestedSum(rule, value(e0), value(evs[-1]), [value(e) for e in evs[:-1]])
 
     end = {split: evs[-1] for split, evs in first.items()}
-    grads = {s: nested(start[s], evs, "grad") for s, evs in first.items()}
+    grads = {s: nested(lambda e: e.grad, start[s], evs) for s, evs in first.items()}
     class_grads = {
-        s: nested(start[s], evs, "class_grads") if start[s].class_grads is not None else None
+        s: nested(functools.partial(_part, parts=parts), start[s], evs)
+        if start[s].class_grads is not None
+        else None
         for s, evs in first.items()
     }
     residuals = {s: path_residual(start[s], end[s], delta, g) for s, g in grads.items()}
     return PathIntegral(grads, class_grads, end, residuals)
+
+
+def _part(ev: Evaluation, parts: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    """An evaluation's per-class gradients, mapped by ``parts`` where given."""
+    assert ev.class_grads is not None
+    return ev.class_grads if parts is None else parts(ev.class_grads)

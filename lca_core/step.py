@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,8 @@ def step_result(
     grouped = integral.class_grads["train"]
     stderr = None
     if subset is not None and grouped is not None:
-        stderr = layer_stderr(layout.reduce_by_layer(grouped.allocation(delta)), subset)
+        # summed as group_allocations already: (G, layers)
+        stderr = layer_stderr(grouped.value(), subset)
         grouped = None  # random groups, not classes: nothing to store per class
     val = integral.grads.get("val")
     return StepResult(
@@ -80,6 +81,13 @@ def step_result(
         val_layer_lca=layout.reduce_by_layer(val.allocation(delta)) if val is not None else None,
         layer_lca_stderr=stderr,
     )
+
+
+def group_allocations(layout: Layout, delta: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """How a subset's group gradients (G, K) enter its path integral: as their allocations
+    by layer (G, layers), all its error bars need. The quadrature is linear, so their sums
+    are the groups' per-layer LCA, kept G × layers instead of G × K."""
+    return lambda groups: layout.reduce_by_layer(groups * delta)
 
 
 def layer_stderr(group_layer_lca: np.ndarray, subset: Mapping[str, Any]) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Subset LCA: a seeded, class-stratified subset with a standard error per layer."""
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -7,6 +9,8 @@ from scipy import stats
 from lca_core import Allocator, FunctionBackend, Tracker, open_run
 from lca_core.evaluation_data import subset_index
 from lca_core.numpy_models import MLP
+from lca_core.quadrature import nodes, weights
+from lca_core.step import layer_stderr
 from tests.core.models import digits_like, sgd
 
 
@@ -74,3 +78,26 @@ def test_eval_subset_is_a_tracker_option_and_costs_in_proportion(tmp_path):
     other = FunctionBackend(mlp.loss_and_grad, traj[0], data=(x, y), layout=mlp.layout)
     with pytest.raises(ValueError, match="cannot be combined"):
         Tracker(other, eval_subset=120, per_class=True)
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-12])  # 1e-12: every step refined to max_panels
+def test_subset_errors_are_those_of_the_groups_full_gradients(tol):
+    """The groups' parts are summed as allocations by layer (G × layers): the standard
+    errors equal those computed from every group's whole gradient at every node."""
+    x, y, mlp, traj = mlp_problem()
+    backend = FunctionBackend(mlp.loss_and_grad, traj[0], data=(x, y), layout=mlp.layout)
+    backend.use_subset(0.2, seed=1)
+    alloc = Allocator(backend, tol=tol, max_panels=8, rule="auto")
+    alloc.start(traj[0])
+    panels = []
+    for theta0, theta1 in itertools.pairwise(traj[:4]):
+        result = alloc.advance(theta1)
+        panels.append(result.panels)
+        delta = theta1 - theta0
+        rule = "trapezoid" if result.panels == 1 else "simpson"
+        points = [theta1 if s == 1 else theta0 + s * delta for s in nodes(rule, result.panels)]
+        groups = np.array([ev.class_grads for ev in backend.evaluate(points, per_class=True)])
+        mean = np.tensordot(weights(rule, result.panels), groups, axes=1)  # (G, K)
+        expected = layer_stderr(mlp.layout.reduce_by_layer(mean * delta), backend.subset)
+        np.testing.assert_allclose(result.layer_lca_stderr, expected, rtol=1e-9, atol=1e-15)
+    assert panels == [8, 8, 8] if tol < 1e-9 else max(panels) <= 2  # refined / first try
