@@ -18,7 +18,7 @@ LOG = logging.getLogger("lca")
 #: a full-set pass must take at least this long for ``eval_subset`` to pay: a subset pass is
 #: 16 group passes (for its error bars), each with the fixed cost of a call (~1 ms on a CPU).
 #: Measured (benchmarks/results/subsets.md): at 10 %, a 2 ms pass (1.8k examples) became
-#: ~3× slower, a 0.2 s pass (60k) ~5× faster
+#: 3–4× slower, a 0.2 s pass (60k) ~5× faster
 SUBSET_PAYS_FROM_SECONDS = 0.05
 
 
