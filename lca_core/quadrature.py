@@ -214,7 +214,9 @@ def _integral(
 ) -> PathIntegral:
     """The rule's sums over its first nodes (interior ones, then s = 1), per split."""
 
-    def nested(value: Callable[[Evaluation], np.ndarray], e0: Evaluation, evs: list) -> NestedSum:
+    def nested(
+        value: Callable[[Evaluation], np.ndarray], e0: Evaluation, evs: list[Evaluation]
+    ) -> NestedSum:
         return NestedSum(rule, value(e0), value(evs[-1]), [value(e) for e in evs[:-1]])
 
     end = {split: evs[-1] for split, evs in first.items()}
