@@ -75,9 +75,8 @@ def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
         f"jax {jax.__version__} on {jax.devices()[0].platform}; median of {steps} steps "
         f"after compilation. Ratio: the median of {REPEATS} measurements (each a fresh "
         "model and tracker) and their range. The hand-written pass takes the whole set at "
-        "once; lca "
-        "evaluates Simpson's two nodes in one vmapped call (scanning chunks of 4096 with "
-        "compensated sums). Goal ≤ 1.10."
+        "once; lca evaluates Simpson's two nodes in one vmapped call (scanning chunks of "
+        "4096 with compensated sums). Goal ≤ 1.10."
     )
     return (
         "JAX: LCA step vs two hand-written jitted gradient passes",

@@ -65,9 +65,8 @@ def run(quick: bool = False) -> tuple[str, list[str], list[list[str]], str]:
         f"tensorflow {tf.__version__}, keras {keras.__version__}, CPU; median of {steps} "
         f"steps after tracing. Ratio: the median of {REPEATS} measurements (each a fresh "
         "model and tracker) and their range. The hand-written pass takes the whole set at "
-        "once; lca "
-        "evaluates a step's nodes in one graph call (variables copied aside, each θ "
-        "assigned, chunks of 4096 scanned, sums in float64, variables put back). "
+        "once; lca evaluates a step's nodes in one graph call (variables copied aside, "
+        "each θ assigned, chunks of 4096 scanned, sums in float64, variables put back). "
         "Goal ≤ 1.10."
     )
     return (
