@@ -88,11 +88,12 @@ def estimate(
     first, compiling one) at ``backend``'s current parameters; with ``eval_subset``, the
     full set's too, to show what the subset saves. The model is not changed."""
     theta = np.asarray(backend.snapshot().theta, dtype=np.float64)
+    validation = "val" in getattr(backend, "splits", ())
     full = None
     if eval_subset is not None:
-        full = statistics.median(_point_seconds(backend, theta, repeats)[1:])
+        full = statistics.median(_pass_seconds(backend, theta, validation, repeats)[1:])
         backend.use_subset(eval_subset)  # type: ignore[attr-defined]
-    times = _point_seconds(backend, theta, repeats)
+    times = _pass_seconds(backend, theta, validation, repeats)
     sets = getattr(backend, "sets", {})
     examples = int(backend.policy().get("eval_samples", 0)) or _length(sets.get("train"))
     subset = getattr(backend, "subset", None)
@@ -101,19 +102,17 @@ def estimate(
         statistics.median(times[1:]),
         examples,
         steps,
-        _splits(backend),
+        2 if validation else 1,
         subset["groups"] if subset else None,
         full,
     )
 
 
-def _splits(backend: Backend) -> int:
-    return 2 if "val" in getattr(backend, "splits", ()) else 1
-
-
-def _point_seconds(backend: Backend, theta: np.ndarray, repeats: int) -> list[float]:
+def _pass_seconds(
+    backend: Backend, theta: np.ndarray, validation: bool, repeats: int
+) -> list[float]:
     """Seconds per pass (a point's evaluation over its splits), the first call first."""
-    evaluate = step_evaluator(backend, validation=_splits(backend) == 2)
+    evaluate = step_evaluator(backend, validation=validation)
     times = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
