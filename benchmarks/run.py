@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "rules": "bench_rules:run_rules",
     "subsets": "bench_rules:run_subsets",
+    "subset_memory": "bench_rules:run_subset_memory",
     "core": "bench_core",
     "torch": "bench_torch",
     "jax": "bench_jax",

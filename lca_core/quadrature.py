@@ -12,6 +12,7 @@ the midpoint, refined as Simpson is. Never more passes than Simpson-first.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -178,7 +179,8 @@ def integrate(
     quadrature of the mapped parts is the mapped quadrature). Pure: ``evaluate`` supplies
     the gradients, so the rule is tested without a model.
     """
-
+    if parts is not None:
+        evaluate = _mapped_on_arrival(evaluate, parts)
     if rule == "auto":
         first = evaluate([1.0])
         trapezoid = _integral("trapezoid", start, delta, first, parts)
@@ -194,7 +196,7 @@ def integrate(
         for split, evs in evaluate(refinement_nodes(n).tolist()).items():
             integral.grads[split].refine([e.grad for e in evs])
             if (c := integral.class_grads[split]) is not None:
-                c.refine([_part(e, parts) for e in evs])
+                c.refine([_interior(e) for e in evs])
         integral.residuals.update(
             {
                 s: path_residual(start[s], integral.end[s], delta, g)
@@ -214,15 +216,18 @@ def _integral(
 ) -> PathIntegral:
     """The rule's sums over its first nodes (interior ones, then s = 1), per split."""
 
-    def nested(
-        value: Callable[[Evaluation], np.ndarray], e0: Evaluation, evs: list[Evaluation]
-    ) -> NestedSum:
-        return NestedSum(rule, value(e0), value(evs[-1]), [value(e) for e in evs[:-1]])
-
     end = {split: evs[-1] for split, evs in first.items()}
-    grads = {s: nested(lambda e: e.grad, start[s], evs) for s, evs in first.items()}
+    grads = {
+        s: NestedSum(rule, start[s].grad, evs[-1].grad, [e.grad for e in evs[:-1]])
+        for s, evs in first.items()
+    }
     class_grads = {
-        s: nested(functools.partial(_part, parts=parts), start[s], evs)
+        s: NestedSum(
+            rule,
+            _part(start[s], parts),
+            _part(evs[-1], parts),
+            [_interior(e) for e in evs[:-1]],
+        )
         if start[s].class_grads is not None
         else None
         for s, evs in first.items()
@@ -232,6 +237,33 @@ def _integral(
 
 
 def _part(ev: Evaluation, parts: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
-    """An evaluation's per-class gradients, mapped by ``parts`` where given."""
+    """An end point's per-class gradients, mapped by ``parts`` where given (the evaluation
+    itself keeps them whole: the next step starts from it)."""
     assert ev.class_grads is not None
     return ev.class_grads if parts is None else parts(ev.class_grads)
+
+
+def _interior(ev: Evaluation) -> np.ndarray:
+    """An interior node's per-class gradients (already mapped on arrival where ``parts``
+    is given)."""
+    assert ev.class_grads is not None
+    return ev.class_grads
+
+
+def _mapped_on_arrival(
+    evaluate: NodeEvaluator, parts: Callable[[np.ndarray], np.ndarray]
+) -> NodeEvaluator:
+    """``evaluate`` one node at a time, each interior node's per-class gradients mapped by
+    ``parts`` before the next node is evaluated: the step then holds its interior nodes'
+    parts, not their G × K gradients (s = 1 stays whole for the next step)."""
+
+    def one_by_one(nodes: Sequence[float]) -> dict[str, list[Evaluation]]:
+        out: dict[str, list[Evaluation]] = {}
+        for s in nodes:
+            for split, (ev,) in evaluate([s]).items():
+                if s != 1 and ev.class_grads is not None:
+                    ev = dataclasses.replace(ev, class_grads=parts(ev.class_grads))
+                out.setdefault(split, []).append(ev)
+        return out
+
+    return one_by_one

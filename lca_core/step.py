@@ -86,8 +86,9 @@ def step_result(
 def group_allocations(layout: Layout, delta: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """How a subset's group gradients (G, K) enter its path integral: as their allocations
     by layer (G, layers), all its error bars need. The quadrature is linear, so their sums
-    are the groups' per-layer LCA, kept G × layers instead of G × K."""
-    return lambda groups: layout.reduce_by_layer(groups * delta)
+    are the groups' per-layer LCA, kept G × layers instead of G × K. Row by row: Δ times
+    all groups at once would be another G × K array."""
+    return lambda groups: np.stack([layout.reduce_by_layer(row * delta) for row in groups])
 
 
 def layer_stderr(group_layer_lca: np.ndarray, subset: Mapping[str, Any]) -> np.ndarray:

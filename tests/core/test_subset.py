@@ -1,6 +1,7 @@
 """Subset LCA: a seeded, class-stratified subset with a standard error per layer."""
 
 import itertools
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -101,3 +102,28 @@ def test_subset_errors_are_those_of_the_groups_full_gradients(tol):
         expected = layer_stderr(mlp.layout.reduce_by_layer(mean * delta), backend.subset)
         np.testing.assert_allclose(result.layer_lca_stderr, expected, rtol=1e-9, atol=1e-15)
     assert panels == [8, 8, 8] if tol < 1e-9 else max(panels) <= 2  # refined / first try
+
+
+def test_a_subset_step_holds_one_nodes_group_gradients_not_every_nodes():
+    """Interior nodes' group gradients are mapped to G × layers as they arrive, one node
+    at a time: a step's new host memory peaks near one G × K array (its end point, kept
+    for the next step), however many nodes it evaluates. Mapping them after the whole
+    round held one G × K per node: 3.3 G × K for Simpson's two, 29 at 32 panels."""
+    x, y = digits_like(2, n=1200)
+    mlp = MLP((16, 3000, 4), activation="tanh")  # K = 60k: the G × K arrays dominate
+    traj = sgd(mlp.loss_and_grad, mlp.init(1), 0.5, 3, x[:300], y[:300])
+    backend = FunctionBackend(mlp.loss_and_grad, traj[0], data=(x, y), layout=mlp.layout)
+    backend.use_subset(0.5, seed=1)
+    alloc = Allocator(backend, max_panels=32)
+    alloc.start(traj[0])
+    group_grads = backend.subset["groups"] * mlp.layout.size * 8
+    peaks = {}
+    for theta in traj[1:]:
+        tracemalloc.start()
+        try:
+            panels = alloc.advance(theta).panels
+            peaks[panels] = tracemalloc.get_traced_memory()[1] / group_grads
+        finally:
+            tracemalloc.stop()
+    assert set(peaks) == {2, 32}, peaks  # a first try and a step refined four times
+    assert peaks[2] < 2 and peaks[32] < 6, peaks
