@@ -9,6 +9,7 @@ tanh MLP on generated 4-class data, plain SGD on fixed batches) in every framewo
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,23 @@ def problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     y = rng.integers(0, C, N)
     x = (centers[y] + rng.normal(size=(N, D))).astype(np.float32)
     return x, y.astype(np.int64)
+
+
+def counter() -> Callable[[], np.float32]:
+    """The noise of the sessions' stochastic losses: 1, 2, 3, … at successive calls, so
+    that no two evaluations agree. Random noise can repeat within the determinism check's
+    tolerance (1e-5 of the loss; ~3 % of the time for 1e-3 × uniform), and the check would
+    then pass by luck."""
+    calls = itertools.count(1)
+    return lambda: np.float32(next(calls))
+
+
+def jax_counter() -> Callable[[], Any]:
+    """:func:`counter` inside traced JAX code: a host callback at every call."""
+    import jax
+
+    noise = counter()
+    return lambda: jax.pure_callback(noise, jax.ShapeDtypeStruct((), np.float32))
 
 
 def batch_indices(step: int) -> np.ndarray:
@@ -108,11 +126,11 @@ class FunctionSession(Session):
 
         fn = self.mlp.loss_and_grad
         if stochastic:
-            rng = np.random.default_rng()
+            noise = counter()
 
             def fn(theta, x, y, _f=self.mlp.loss_and_grad):
                 loss, grad = _f(theta, x, y)
-                return loss + rng.normal() * 1e-3, grad
+                return loss + 1e-3 * noise(), grad
 
         val = options.pop("val_data", None)
         options.pop("batch_size", None)  # the numpy loss takes the whole set at once
@@ -152,7 +170,8 @@ class TorchSession(Session):
         from torch import nn
 
         ce = nn.CrossEntropyLoss(reduction="mean" if convention == "mean" else "none")
-        loss_fn = (lambda out, y: ce(out, y) + 1e-3 * torch.rand(())) if stochastic else ce
+        noise = counter()
+        loss_fn = (lambda out, y: ce(out, y) + 1e-3 * float(noise())) if stochastic else ce
         if "val_data" in options:
             options["val_data"] = tuple(torch.from_numpy(a) for a in options["val_data"])
         data = tuple(torch.from_numpy(a) for a in data) if data else (self.x, self.y)
@@ -211,7 +230,8 @@ class KerasSession(Session):
         ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
         if not stochastic:
             return ce
-        return lambda y, out: ce(y, out) + 1e-3 * self.noise()
+        noise = self.noise()
+        return lambda y, out: ce(y, out) + 1e-3 * noise()
 
     def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
         from lca_tensorflow import Tracker
@@ -223,10 +243,14 @@ class KerasSession(Session):
 class KerasTFSession(KerasSession):
     """A TensorFlow GradientTape loop: variables change in place (begin / end)."""
 
-    def noise(self) -> Any:
+    def noise(self) -> Callable[[], Any]:
+        """Random, not :func:`counter`: the backend maps the loss over examples
+        (``tf.vectorized_map``), where no variable can be added to. Uniform on [0, 1000)
+        per example (× 1e-3 in the loss), so that two evaluations' mean losses differ by
+        ~0.04, over a thousand times the check's tolerance."""
         import tensorflow as tf
 
-        return tf.random.uniform([])
+        return lambda: tf.random.uniform([], maxval=1000.0)
 
     def train(self, tracker, steps):
         import keras
@@ -246,12 +270,8 @@ class KerasTFSession(KerasSession):
 class KerasJaxSession(KerasSession):
     """Keras' stateless loop on JAX: new values each step (update)."""
 
-    def noise(self) -> Any:
-        import jax
-
-        return jax.pure_callback(
-            lambda: np.float32(np.random.rand()), jax.ShapeDtypeStruct((), np.float32)
-        )
+    def noise(self) -> Callable[[], Any]:
+        return jax_counter()
 
     def train(self, tracker, steps):
         import jax
@@ -302,18 +322,15 @@ class JaxSession(Session):
         return optax.softmax_cross_entropy_with_integer_labels(out, y)
 
     def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
-        import jax
         from lca_jax import Tracker
 
         f = self.per_example
         loss = (lambda p, x, y: f(p, x, y).mean()) if convention == "mean" else f
         if stochastic:
+            noise = jax_counter()
 
             def loss(p, x, y, _f=loss):
-                noise = jax.pure_callback(
-                    lambda: np.float32(np.random.rand()), jax.ShapeDtypeStruct((), np.float32)
-                )
-                return _f(p, x, y) + 1e-3 * noise
+                return _f(p, x, y) + 1e-3 * noise()
 
         if "val_data" in options:
             xv, yv = options["val_data"]
