@@ -55,7 +55,7 @@ class Forecast:
     def __str__(self) -> str:
         text = (
             f"LCA costs ~{self.seconds_per_step:.3g} s per tracked step "
-            f"({self.passes_per_step:.2g} gradient passes)"
+            f"({self.passes_per_step:.2g} gradient pass{'' if self.passes_per_step == 1 else 'es'})"
         )
         if self.ratio is not None:
             text += f", {self.ratio:.2g}× the training between tracked steps"
