@@ -1,14 +1,20 @@
 """One adapter per installed framework for the reference problems of lca_core.conformance.
 
 A third-party backend adds its own function here (or in its own test suite) returning an
-``Adapter`` for a problem, and runs ``test_conformance.py`` (see docs/backends.md).
+``Adapter`` for a problem, and runs ``test_conformance.py`` (see docs/backends.md). Each
+framework's adapter is built on a ``device`` of its own where given (its accelerator, for
+``test_accelerator.py``) and passes ``options`` to its backend.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +43,7 @@ def function_adapter(problem: Problem) -> Adapter | None:
     )
 
 
-def torch_adapter(problem: Problem) -> Adapter:
+def torch_adapter(problem: Problem, device: Any = None, **options: Any) -> Adapter:
     import torch
     from lca_torch import TorchBackend
     from torch import nn
@@ -79,11 +85,15 @@ def torch_adapter(problem: Problem) -> Adapter:
     for canonical, module in dense.items():
         mapping[f"{canonical}.kernel"] = (f"{module}.weight", transpose, transpose)
         mapping[f"{canonical}.bias"] = (f"{module}.bias", identity, identity)
+    if device is not None:
+        model.to(device)  # the backend evaluates on the model's device, the set held there
     x, y = torch.tensor(problem.x), torch.tensor(problem.y)
-    return Adapter("torch", TorchBackend(model, nn.CrossEntropyLoss(), (x, y)), mapping)
+    return Adapter("torch", TorchBackend(model, nn.CrossEntropyLoss(), (x, y), **options), mapping)
 
 
-def keras_adapter(problem: Problem) -> Adapter:
+def keras_adapter(problem: Problem, device: Any = None, **options: Any) -> Adapter:
+    """Built and run inside ``tf.device(device)`` by the caller where a device is given
+    (TensorFlow places variables and the evaluation set by scope)."""
     import keras
     from lca_tensorflow import TFBackend
 
@@ -108,10 +118,10 @@ def keras_adapter(problem: Problem) -> Adapter:
         )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     mapping = {c: (c.replace(".", "/"), identity, identity) for c in problem.shapes}
-    return Adapter("keras", TFBackend(model, loss, (problem.x, problem.y)), mapping)
+    return Adapter("keras", TFBackend(model, loss, (problem.x, problem.y), **options), mapping)
 
 
-def jax_adapter(problem: Problem) -> Adapter:
+def jax_adapter(problem: Problem, device: Any = None, **options: Any) -> Adapter:
     import jax
     import jax.numpy as jnp
     import optax
@@ -135,11 +145,13 @@ def jax_adapter(problem: Problem) -> Adapter:
         layer, leaf = c.split(".")
         params.setdefault(layer, {})[leaf] = jnp.zeros(shape, jnp.float32)
     mapping = {c: (c.replace(".", "/"), identity, identity) for c in problem.shapes}
-    backend = JaxBackend(loss_fn, params, (problem.x, problem.y.astype(np.int32)))
+    if device is not None:
+        options["devices"] = [device]
+    backend = JaxBackend(loss_fn, params, (problem.x, problem.y.astype(np.int32)), **options)
     return Adapter("jax", backend, mapping)
 
 
-FRAMEWORK_ADAPTERS: dict[str, Callable[[Problem], Adapter]] = {
+FRAMEWORK_ADAPTERS: dict[str, Callable[..., Adapter]] = {
     "torch": torch_adapter,
     "tensorflow": keras_adapter,
     "jax": jax_adapter,
@@ -153,3 +165,130 @@ def installed_adapters(problem: Problem) -> list[Adapter]:
         if importlib.util.find_spec(module) is not None:
             found.append(make(problem))
     return found
+
+
+# -- where a framework runs: the CPU, and its accelerator where it has one -------------------
+#: with no accelerator visible, LCA_TEST_ACCELERATOR=cpu lets the CPU stand in for one, so
+#: that the accelerator tests check themselves where no GPU is (tox env `all` sets it)
+STAND_IN = os.environ.get("LCA_TEST_ACCELERATOR") == "cpu"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One of a framework's devices: ``scope`` makes it the default while an adapter is
+    built and run there, in full float32 precision (TF32, on by default for some GPU
+    kernels, would be a difference of the GPU's arithmetic, not of lca's device path);
+    ``held_on`` names the device kinds that hold a backend's evaluation set ("cpu",
+    "cuda", "gpu")."""
+
+    name: str
+    framework: str
+    device: Any
+    kind: str
+    scope: Callable[[], AbstractContextManager[Any]]
+    held_on: Callable[[Any], set[str]]
+
+    def adapter(self, problem: Problem, **options: Any) -> Adapter:
+        return FRAMEWORK_ADAPTERS[self.framework](problem, self.device, **options)
+
+
+@contextmanager
+def _torch_float32() -> Iterator[None]:
+    import torch
+
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def _torch_placements() -> list[Placement]:
+    import torch
+
+    def held_on(backend: Any) -> set[str]:
+        return {x.device.type for chunks in backend.sets.values() for x, _ in chunks}
+
+    cuda = [torch.device("cuda")] if torch.cuda.is_available() else []
+    return [
+        Placement(str(d), "torch", d, d.type, _torch_float32, held_on)
+        for d in [torch.device("cpu"), *cuda]
+    ]
+
+
+@contextmanager
+def _jax_on(device: Any) -> Iterator[None]:
+    import jax
+
+    with jax.default_device(device), jax.default_matmul_precision("highest"):
+        yield
+
+
+def _jax_placements() -> list[Placement]:
+    import jax
+
+    def held_on(backend: Any) -> set[str]:
+        return {d.platform for s in backend.sets for d in backend.chunks(s, False).xs.devices()}
+
+    try:
+        gpus = jax.devices("gpu")[:1]
+    except RuntimeError:  # no GPU backend in this jaxlib, or no GPU
+        gpus = []
+    return [
+        Placement(f"{d.platform}:{d.id}", "jax", d, d.platform, lambda d=d: _jax_on(d), held_on)
+        for d in [jax.devices("cpu")[0], *gpus]
+    ]
+
+
+@contextmanager
+def _tensorflow_on(name: str) -> Iterator[None]:
+    import tensorflow as tf
+
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        with tf.device(name):
+            yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+
+
+def _tensorflow_placements() -> list[Placement]:
+    import tensorflow as tf
+
+    def held_on(backend: Any) -> set[str]:
+        return {
+            tf.DeviceSpec.from_string(t.device).device_type.lower()
+            for s in backend.sets
+            for t in backend._chunked(s, False)[:4]  # the padded inputs, targets, weights, groups
+        }
+
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")][:1]
+    return [
+        Placement(
+            name,
+            "tensorflow",
+            name,
+            tf.DeviceSpec.from_string(name).device_type.lower(),
+            lambda n=name: _tensorflow_on(n),
+            held_on,
+        )
+        for name in ["/device:CPU:0", *gpus]
+    ]
+
+
+PLACEMENTS: dict[str, Callable[[], list[Placement]]] = {
+    "torch": _torch_placements,
+    "tensorflow": _tensorflow_placements,
+    "jax": _jax_placements,
+}
+
+
+def cpu_and_accelerator(framework: str) -> tuple[Placement, Placement | None]:
+    """The framework's CPU and its first accelerator (None where it has none; the CPU again,
+    as a stand-in, under ``LCA_TEST_ACCELERATOR=cpu``)."""
+    cpu, *accelerators = PLACEMENTS[framework]()
+    if accelerators:
+        return cpu, accelerators[0]
+    return cpu, cpu if STAND_IN else None
