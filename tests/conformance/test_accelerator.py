@@ -18,9 +18,13 @@ FRAMEWORKS = [f for f in FRAMEWORK_ADAPTERS if importlib.util.find_spec(f) is no
 CHUNK = 32
 
 
+@pytest.mark.parametrize("per_class", [False, True], ids=["whole", "per_class"])
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_the_accelerator_holds_the_set_and_gives_the_cpus_allocation(framework, kind, tmp_path):
+def test_the_accelerator_holds_the_set_and_gives_the_cpus_allocation(
+    framework, kind, per_class, tmp_path
+):
+    """Also by class (the grouped passes, whose parts sum to the whole)."""
     cpu, accelerator = cpu_and_accelerator(framework)
     if accelerator is None:
         pytest.skip(f"{framework} sees no accelerator (LCA_TEST_ACCELERATOR=cpu: a stand-in)")
@@ -29,7 +33,7 @@ def test_the_accelerator_holds_the_set_and_gives_the_cpus_allocation(framework, 
     for place, name in ((cpu, "cpu"), (accelerator, "accelerator")):
         with place.scope():
             adapter = place.adapter(problem, batch_size=CHUNK)
-            outcomes.append(run_adapter(adapter, problem, tmp_path / name))
+            outcomes.append(run_adapter(adapter, problem, tmp_path / name, per_class=per_class))
             assert place.held_on(adapter.backend) == {place.kind}, place.name
     problems = compare(*outcomes)
     assert problems == [], f"{accelerator.name} vs {cpu.name}: {problems}"
