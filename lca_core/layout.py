@@ -6,6 +6,7 @@ ever sees flat numpy vectors, so allocation, storage and analysis are framework-
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -143,6 +144,14 @@ class Layout:
         return self.offsets[:-1][first]
 
     @cached_property
+    def _layer_spans(self) -> list[tuple[int, int]] | None:
+        """(start, stop) of each layer in θ where :attr:`_layer_starts` exists."""
+        if self._layer_starts is None:
+            return None
+        bounds = [*self._layer_starts.tolist(), self.size]
+        return list(itertools.pairwise(bounds))
+
+    @cached_property
     def _layer_members(self) -> list[np.ndarray]:
         return [np.flatnonzero(self.param_layer == j) for j in range(len(self.layers))]
 
@@ -162,6 +171,15 @@ class Layout:
             return np.add.reduceat(values, self._layer_starts, axis=-1, dtype=dtype)
         per_param = self.reduce_by_param(values, dtype)
         return np.stack([per_param[..., m].sum(axis=-1) for m in self._layer_members], axis=-1)
+
+    def count_by_layer(self, mask: np.ndarray) -> np.ndarray:
+        """True entries of a (..., K) boolean array in each layer → (..., n_layers) int64.
+        A 1-D mask is counted span by span (``count_nonzero`` on booleans: 2–3× faster
+        than a reduction that casts every element to int64 first, at K = 1e4…1e8)."""
+        spans = self._layer_spans
+        if mask.ndim != 1 or spans is None:
+            return self.reduce_by_layer(mask, np.int64)
+        return np.array([np.count_nonzero(mask[a:b]) for a, b in spans], dtype=np.int64)
 
     def split(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Views of a flat vector, one per parameter, in its shape."""
@@ -204,8 +222,8 @@ def flat_vector(arrays: Iterable[Any]) -> np.ndarray:
 def sign_counts(lca: np.ndarray, layout: Layout) -> np.ndarray:
     """(…, K) allocations → (…, layers, 3) parameters that helped (A < 0), hurt (A > 0) and
     were zero: the one definition of the counts behind every helped / hurt share."""
-    helped = layout.reduce_by_layer(lca < 0, np.int64)
-    hurt = layout.reduce_by_layer(lca > 0, np.int64)
+    helped = layout.count_by_layer(lca < 0)
+    hurt = layout.count_by_layer(lca > 0)
     # np.array, not np.stack: one C call where np.stack is a Python function of many (it
     # is a measurable part of a small model's step)
     counts = np.array([helped, hurt, layout.layer_sizes - helped - hurt])

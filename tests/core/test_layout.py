@@ -3,6 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lca_core import Layout, ParamSpec
+from lca_core.layout import sign_counts
 
 params = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=7)
 
@@ -28,3 +29,30 @@ def test_layer_and_parameter_sums_match_a_naive_sum(items, seed):
     np.testing.assert_allclose(
         layout.reduce_by_param(values).sum(axis=1), values.sum(axis=1), atol=1e-12
     )
+
+
+@given(params, st.integers(0, 10**6))
+def test_sign_counts_match_a_naive_count_in_every_layer(items, seed):
+    """Counted span by span for one step, by reduction for several steps or interleaved
+    layers: the same counts, which add up to each layer's size."""
+    if sum(size for size, _ in items) == 0:
+        items = [*items, (1, 0)]
+    layout = Layout(
+        tuple(
+            ParamSpec(f"p{i}", (size,), "float32", f"l{layer}", 0)
+            for i, (size, layer) in enumerate(items)
+        )
+    )
+    rng = np.random.default_rng(seed)
+    lca = rng.normal(size=(3, layout.size)) * (rng.random((3, layout.size)) < 0.7)
+    several = sign_counts(lca, layout)
+    for t in range(len(lca)):
+        one = sign_counts(lca[t], layout)
+        np.testing.assert_array_equal(one, several[t])
+        for j, name in enumerate(layout.layers):
+            cols = np.concatenate(
+                [np.arange(layout.size)[layout.slice_of(p.name)] for p in layout.layer_params(name)]
+            )
+            values = lca[t, cols]
+            expected = [(values < 0).sum(), (values > 0).sum(), (values == 0).sum()]
+            np.testing.assert_array_equal(one[j], expected)
