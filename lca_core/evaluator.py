@@ -126,7 +126,7 @@ class CheckedEvaluator:
         unchecked: the caller checks the residual they enter."""
 
         def evaluate(nodes: Sequence[float]) -> dict[str, list[Evaluation]]:
-            points = [theta1 if s == 1 else theta0 + s * delta for s in nodes]
+            points = [theta1 if s == 1 else _point(theta0, s, delta) for s in nodes]
             return {
                 split: self(points, state, split, where, check_grads=False) for split in self.splits
             }
@@ -154,6 +154,13 @@ class CheckedEvaluator:
                     "dropout off, no augmentation and a fixed, unshuffled evaluation set."
                 )
         return first
+
+
+def _point(theta0: np.ndarray, s: float, delta: np.ndarray) -> np.ndarray:
+    """θ_0 + sΔ in one new array (the sum added in place: the same rounding)."""
+    point = delta * s
+    point += theta0
+    return point
 
 
 def all_finite(values: np.ndarray) -> bool:

@@ -84,8 +84,7 @@ class NestedSum:
     def __init__(self, rule: str, g0: np.ndarray, g1: np.ndarray, interior: list[np.ndarray]):
         self.rule = check_rule(rule)
         self.n = initial_panels(rule)
-        self.g0 = g0
-        self.ends = g0 + g1
+        self.g0, self.g1 = g0, g1
         # initial interior nodes: simpson has one (s = 1/2, odd index); trapezoid none
         self.odd: np.ndarray | None = _total(interior)
         self.even: np.ndarray | None = None
@@ -93,17 +92,30 @@ class NestedSum:
         self._allocation: tuple[np.ndarray, np.ndarray] | None = None
 
     def value(self) -> np.ndarray:
-        """The current estimate of ḡ (cached until the next refinement)."""
+        """The current estimate of ḡ (cached until the next refinement). Summed in one new
+        array where it can be (the interior sums weighed relative to the ends, the ends
+        added, then scaled): each K-long array made is a page-faulted pass at large K."""
         if self._value is None:
             if self.rule == "first_order":
                 self._value = self.g0
             else:  # the weights of ends, odd and even nodes, over the panels
                 scale = 1.0 / self.n if self.rule == "trapezoid" else 1.0 / (3 * self.n)
                 w_ends, w_odd, w_even = (0.5, 1.0, 1.0) if self.rule == "trapezoid" else (1, 4, 2)
-                value = self.ends * (w_ends * scale)
+                value = None
                 for part, w in ((self.odd, w_odd), (self.even, w_even)):
-                    if part is not None:
-                        value += part * (w * scale)
+                    if part is None:
+                        continue
+                    term = part * (w / w_ends)
+                    if value is None:
+                        value = term
+                    else:
+                        value += term
+                if value is None:
+                    value = self.g0 + self.g1
+                else:
+                    value += self.g0
+                    value += self.g1
+                value *= w_ends * scale
                 self._value = value
         return self._value
 
