@@ -172,14 +172,15 @@ def host(a: jax.Array) -> np.ndarray:
     return np.asarray(a if a.is_fully_addressable else a.addressable_data(0))
 
 
-def make_chunks(padded: PaddedChunks, sharding: NamedSharding | None = None) -> Chunks:
-    """Padded evaluation chunks put on the device(s), sharded along the batch axis."""
-    if sharding is None:
-        put, replicated = jnp.asarray, jnp.asarray
-    else:
-        every = NamedSharding(sharding.mesh, PartitionSpec())
-        put = partial(global_array, sharding=sharding)
+def make_chunks(padded: PaddedChunks, where: NamedSharding | jax.Device) -> Chunks:
+    """Padded evaluation chunks put on one device, or sharded along the batch axis over a
+    mesh. Committed there, so the pass runs there, whatever the default device is."""
+    if isinstance(where, NamedSharding):
+        every = NamedSharding(where.mesh, PartitionSpec())
+        put = partial(global_array, sharding=where)
         replicated = partial(global_array, sharding=every)
+    else:
+        put = replicated = partial(jax.device_put, device=where)
     return Chunks(
         put(padded.xs), put(padded.ys), put(padded.ws), replicated(padded.group), padded.groups
     )
@@ -263,6 +264,8 @@ class JaxBackend(BackendBase):
         if len(self.devices) > 1:
             mesh = Mesh(np.array(self.devices), ("data",))
             self._sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
+        #: where the evaluation set is held: the mesh, or the one device asked for
+        self._where = self._sharding if self._sharding is not None else self.devices[0]
         sets = array_sets(data, val_data)
         self.hold_sets(sets, sets["train"][1], num_classes)
         self.resident_bytes = (
@@ -281,7 +284,7 @@ class JaxBackend(BackendBase):
         key = (split, per_class)
         if key not in self._chunks:
             padded = self.padded(split, per_class, self.batch_size, len(self.devices))
-            self._chunks[key] = make_chunks(padded, self._sharding)
+            self._chunks[key] = make_chunks(padded, self._where)
         return self._chunks[key]
 
     # -- protocol -------------------------------------------------------------------------
@@ -327,10 +330,10 @@ class JaxBackend(BackendBase):
             if self._sharding is not None:  # on every device of the mesh
                 points = global_array(group, NamedSharding(self._sharding.mesh, PartitionSpec()))
             elif streamed:  # every block's pass takes them: sent once
-                points = jnp.asarray(group)
+                points = jax.device_put(group, self._where)
             if streamed:  # block by block: Σ over blocks in float64 on the host
                 blocks = self.blocks(split, per_class, self.batch_size, len(self.devices))
-                parts = [self._pass(points, make_chunks(b, self._sharding)) for b in blocks]
+                parts = [self._pass(points, make_chunks(b, self._where)) for b in blocks]
                 losses = np.sum([p[0] for p in parts], axis=0, dtype=np.float64)
                 grads = np.sum([p[1] for p in parts], axis=0, dtype=np.float64)
             else:

@@ -143,7 +143,8 @@ def test_flax_cnn_training(digits, tmp_path):
 
 
 def test_data_are_sharded_across_local_devices(tmp_path):
-    """Two forced CPU devices: the chunks are split over both; results equal one device's."""
+    """Two forced CPU devices: the chunks are split over both; results equal one device's.
+    One device asked for (not the default one) holds the set, held or streamed."""
     code = """
 import jax, numpy as np
 from lca_jax import JaxBackend
@@ -159,6 +160,16 @@ a, b = two.evaluate([theta])[0], one.evaluate([theta])[0]
 assert len(two.chunks("train", False).xs.sharding.device_set) == 2
 np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
 np.testing.assert_allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7)
+second = jax.local_devices()[1]
+for resident in (None, 1):
+    other = JaxBackend(
+        mlp_loss, init_mlp(), (x, y), batch_size=128, devices=[second], resident_bytes=resident
+    )
+    c = other.evaluate([theta])[0]
+    np.testing.assert_allclose(c.loss, b.loss, rtol=1e-6)
+    np.testing.assert_allclose(c.grad, b.grad, rtol=1e-4, atol=1e-7)
+    if resident is None:
+        assert other.chunks("train", False).xs.devices() == {second}
 print("sharded ok")
 """
     env = {
