@@ -218,10 +218,12 @@ def _torch_placements() -> list[Placement]:
 
 
 @contextmanager
-def _jax_on(device: Any) -> Iterator[None]:
+def _jax_float32() -> Iterator[None]:
+    """The device is the backend's ``devices=``, not the default one: that it is obeyed is
+    part of the test."""
     import jax
 
-    with jax.default_device(device), jax.default_matmul_precision("highest"):
+    with jax.default_matmul_precision("highest"):
         yield
 
 
@@ -236,7 +238,7 @@ def _jax_placements() -> list[Placement]:
     except RuntimeError:  # no GPU backend in this jaxlib, or no GPU
         gpus = []
     return [
-        Placement(f"{d.platform}:{d.id}", "jax", d, d.platform, lambda d=d: _jax_on(d), held_on)
+        Placement(f"{d.platform}:{d.id}", "jax", d, d.platform, _jax_float32, held_on)
         for d in [jax.devices("cpu")[0], *gpus]
     ]
 
