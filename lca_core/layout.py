@@ -206,10 +206,28 @@ class Layout:
         return cls(tuple(ParamSpec.from_dict(d) for d in items))
 
 
+def host_dtype(dtype: Any) -> np.dtype:
+    """How θ holds a parameter of ``dtype`` (numpy's, a framework's, or its name): numpy's
+    own floats as they are; a narrower float numpy lacks (bfloat16, float8 — the GPU
+    formats) as float32, which holds every value of them exactly."""
+    try:
+        numpy_dtype = np.dtype(dtype)
+    except TypeError:  # a framework's own (torch.bfloat16) or a name numpy does not know
+        numpy_dtype = None
+    name = numpy_dtype.name if numpy_dtype is not None else str(getattr(dtype, "name", dtype))
+    name = name.removeprefix("torch.")
+    if name in ("float16", "float32", "float64"):
+        return np.dtype(name)
+    if "float" in name:
+        return np.dtype(np.float32)
+    return np.dtype(dtype)  # anything else as numpy takes it (or refuses it)
+
+
 def common_dtype(dtypes: Iterable[Any]) -> np.dtype:
-    """The one dtype of θ: the parameters' own when they share one, else float64 (which
-    holds every narrower float exactly). The one definition, used by snapshots and store."""
-    unique = {np.dtype(d) for d in dtypes}
+    """The one dtype of θ: the parameters' own (:func:`host_dtype`) when they share one,
+    else float64 (which holds every narrower float exactly). The one definition, used by
+    snapshots and store."""
+    unique = {host_dtype(d) for d in dtypes}
     return unique.pop() if len(unique) == 1 else np.dtype(np.float64)
 
 

@@ -79,6 +79,18 @@ def _evaluation_mode(model: nn.Module, bn_policy: str) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+#: the floats numpy holds as torch does; others (bfloat16, float8) reach the host as float32
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """A detached tensor as a host array in θ's dtype for it
+    (:func:`lca_core.layout.host_dtype`): bfloat16 and float8, which numpy lacks, widened to
+    float32 (exactly), after the copy to the host (half the bytes to move)."""
+    host = t.cpu()
+    return (host if host.dtype in _NUMPY_FLOATS else host.float()).numpy()
+
+
 def materialized(grads: Sequence[torch.Tensor | None], params: list[torch.Tensor]) -> Any:
     """Zeros for the parameters the loss does not use. (``materialize_grads=True`` does the
     same, with two generator expressions over the parameters at every call.)"""
@@ -237,7 +249,7 @@ class TorchBackend(BackendBase):
         views = self._param_views()  # detached: no graph is recorded, no_grad is not needed
         # cat always copies: θ is the model's values now, never a view of them
         flat = torch.cat(views if self._dtype is not None else [v.double() for v in views])
-        theta = flat.cpu().numpy()
+        theta = host_array(flat)
         state = None
         if self.bn_policy == "running" and self._has_bn:
             state = {k: b.detach().clone() for k, b in self._places.buffers().items()}

@@ -26,7 +26,7 @@ from lca_core.layout import flat_vector
 from lca_core.tracker import Tracker as CoreTracker
 from lca_core.tracker import allocate_step
 
-from .backend import TorchBackend
+from .backend import TorchBackend, host_array
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -69,9 +69,7 @@ class Tracker(CoreTracker):
         missing = [p.name for p in self.backend.layout.params if p.name not in params]
         if missing:
             raise KeyError(f"the parameters lack {missing}; give every trainable parameter")
-        return flat_vector(
-            params[p.name].detach().cpu().numpy() for p in self.backend.layout.params
-        )
+        return flat_vector(host_array(params[p.name].detach()) for p in self.backend.layout.params)
 
 
 def allocate(

@@ -66,7 +66,14 @@ class Session:
 
     #: what the loss may return: "mean" and/or "per_example"
     conventions: tuple[str, ...] = ("mean", "per_example")
+    #: the parameter dtypes a session can be built in (bfloat16: as GPUs train)
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
     steps_done = 0
+
+    def flat_params(self) -> np.ndarray:
+        """The model's parameters now, flattened in layout order as float32 by the
+        framework's own means (independently of lca's snapshots)."""
+        raise NotImplementedError
 
     def tracker(
         self,
@@ -107,9 +114,10 @@ class Session:
 # -- function (numpy, no framework) -------------------------------------------------------
 class FunctionSession(Session):
     conventions = ("mean",)  # loss_and_grad returns the mean loss and its gradient
+    dtypes = ("float32",)  # numpy has no bfloat16
     streams = False
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float32") -> None:
         from lca_core.numpy_models import MLP
 
         self.x, self.y = problem()
@@ -151,18 +159,24 @@ class FunctionSession(Session):
 
 # -- torch ----------------------------------------------------------------------------------
 class TorchSession(Session):
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float32") -> None:
         import torch
         from torch import nn
 
         x, y = problem()
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.x, self.y = torch.from_numpy(x).to(getattr(torch, dtype)), torch.from_numpy(y)
         self.model = nn.Sequential(nn.Linear(D, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, C))
         k0, b0, k1, b1 = init_weights()
         with torch.no_grad():
             for p, w in zip(self.model.parameters(), [k0.T, b0, k1.T, b1], strict=True):
                 p.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+        self.model.to(getattr(torch, dtype))
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
+
+    def flat_params(self) -> np.ndarray:
+        import torch
+
+        return torch.cat([p.detach().float().reshape(-1) for p in self.model.parameters()]).numpy()
 
     def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
         import torch
@@ -207,21 +221,27 @@ class TorchSession(Session):
 
 # -- Keras 3 (TensorFlow or JAX underneath) ----------------------------------------------
 class KerasSession(Session):
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float32") -> None:
         import keras
 
         self.x, self.y = problem()
         self.model = keras.Sequential(
             [
                 keras.Input((D,)),
-                keras.layers.Dense(HIDDEN, "tanh", name="fc0"),
-                keras.layers.Dense(C, name="fc1"),
+                keras.layers.Dense(HIDDEN, "tanh", name="fc0", dtype=dtype),
+                keras.layers.Dense(C, name="fc1", dtype=dtype),
             ],
             name="mlp",
         )
         self.model.set_weights(init_weights())
         self.opt = keras.optimizers.SGD(LR)
         self.opt.build(self.model.trainable_variables)
+
+    def flat_params(self) -> np.ndarray:
+        import keras
+
+        values = (keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables)
+        return np.concatenate([np.asarray(v, dtype=np.float32).ravel() for v in values])
 
     def loss(self, convention: str, stochastic: bool) -> Any:
         import keras
@@ -301,16 +321,19 @@ class KerasJaxSession(KerasSession):
 
 # -- JAX ----------------------------------------------------------------------------------
 class JaxSession(Session):
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float32") -> None:
         import jax.numpy as jnp
 
         self.x, y = problem()
         self.y = y.astype(np.int32)
-        k0, b0, k1, b1 = init_weights()
-        self.params = {
-            "fc0": {"kernel": jnp.asarray(k0), "bias": jnp.asarray(b0)},
-            "fc1": {"kernel": jnp.asarray(k1), "bias": jnp.asarray(b1)},
-        }
+        k0, b0, k1, b1 = (jnp.asarray(w, dtype=dtype) for w in init_weights())
+        self.params = {"fc0": {"kernel": k0, "bias": b0}, "fc1": {"kernel": k1, "bias": b1}}
+
+    def flat_params(self) -> np.ndarray:
+        import jax
+
+        leaves = jax.tree_util.tree_leaves(self.params)
+        return np.concatenate([np.asarray(leaf, dtype=np.float32).ravel() for leaf in leaves])
 
     @staticmethod
     def per_example(params, x, y):

@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from lca_core import Layout, ParamSpec
-from lca_core.layout import sign_counts
+from lca_core.layout import common_dtype, sign_counts
 
 params = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=7)
 
@@ -58,3 +59,19 @@ def test_sign_counts_match_a_naive_count_in_every_layer(items, seed):
             values = lca[t, cols]
             expected = [(values < 0).sum(), (values > 0).sum(), (values == 0).sum()]
             np.testing.assert_array_equal(one[j], expected)
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "held"),
+    [
+        (["float32"], "float32"),
+        (["float16"], "float16"),
+        ([np.float64], "float64"),
+        (["bfloat16"], "float32"),  # numpy has no bfloat16: float32 holds it exactly
+        (["float8_e4m3fn", "bfloat16"], "float32"),
+        (["bfloat16", "float32"], "float32"),
+        (["bfloat16", "float16"], "float64"),  # two formats: float64 holds both
+    ],
+)
+def test_theta_is_held_in_a_dtype_numpy_has_that_holds_every_parameter_exactly(dtypes, held):
+    assert common_dtype(dtypes) == np.dtype(held)

@@ -270,6 +270,29 @@ def test_parameters_of_two_dtypes_are_evaluated_each_in_its_own(monkeypatch, kep
     assert evaluations[0].loss == evaluations[2].loss == evaluations[3].loss
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_half_precision_models_are_tracked_in_their_own_dtype(digits, tmp_path, dtype):
+    """Models as GPUs train them: θ is stored bit for bit (bfloat16, which numpy lacks, as
+    float32: exactly), every point is evaluated as autograd does in that dtype, and the
+    model is untouched."""
+    x, y, _, _ = digits
+    x = x.to(dtype)
+    plain, tracked = mlp(seed=2).to(dtype), mlp(seed=2).to(dtype)
+    _, opt_a = train(plain, None, x, y, steps=3)
+    tracker = Tracker(tracked, ce, (x, y), tmp_path / "run", store_trajectory=True)
+    _, opt_b = train(tracked, tracker, x, y, steps=3)
+    tracker.close()
+    assert_same_state(state_of(plain, opt_a), state_of(tracked, opt_b))
+    run = open_run(tmp_path / "run")
+    host = np.float16 if dtype == torch.float16 else np.float32
+    theta = torch.cat([p.detach().reshape(-1) for p in tracked.parameters()])
+    assert run.theta(3).dtype == host
+    np.testing.assert_array_equal(run.theta(3), theta.to(torch.float32).numpy())
+    point = run.theta(3).astype(np.float64)
+    (ev,) = tracker.backend.evaluate([point])
+    assert_matches_autograd(ev, tracked, ce, (x, y), point, tracker.backend.layout.offsets)
+
+
 def assert_matches_autograd(ev, model, loss_fn, data, point, offsets):
     """``ev`` is the loss and gradient plain autograd gives on a copy of ``model`` at
     ``point`` (its parameters in ``model.parameters()`` order)."""
