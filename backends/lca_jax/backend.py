@@ -6,7 +6,8 @@ losses do) or the batch mean (a scalar: it is then evaluated one example at a ti
 chunks with zero weights, so one compiled function serves every step. A pass is
 ``lax.scan`` over chunks inside one ``jit``; several quadrature nodes are evaluated
 together with ``vmap``. Sums over chunks
-are compensated (Kahan) in the parameters' dtype, then returned as float64.
+are compensated (Kahan) in the parameters' dtype (at least float32), then returned as
+float64.
 """
 
 from __future__ import annotations
@@ -109,34 +110,36 @@ def full_pass(
     """Loss and gradient of Σ_i w_i·ℓ_i, per group of chunks, at each row of ``thetas``.
 
     Shapes: thetas (n, K); xs, ys (chunks, B, ...); ws (chunks, B); group (chunks,).
-    Returns losses (n, groups) and gradients (n, groups, K).
+    Returns losses (n, groups) and gradients (n, groups, K), summed in the parameters' dtype
+    but at least float32 (bfloat16's 8 bits would round every addition, and the weights).
     """
+    acc = jnp.promote_types(thetas.dtype, jnp.float32)
 
     def weighted(params: Any, x: Any, y: Any, w: jax.Array) -> jax.Array:
         losses = loss_fn(params, x, y)
-        return jnp.sum(losses * w.astype(losses.dtype))
+        return jnp.sum(losses.astype(acc) * w.astype(acc))
 
     def value_and_grad(flat: jax.Array, x: Any, y: Any, w: jax.Array) -> tuple[jax.Array, ...]:
         # differentiated by leaf, then concatenated once: the gradient of slicing the flat
         # vector would pad every leaf's gradient to the full length (a cost of ~8 %)
         loss, grad = jax.value_and_grad(weighted)(structure.unflatten(flat), x, y, w)
         leaves = jax.tree_util.tree_leaves(grad)
-        return loss, jnp.concatenate([g.reshape(-1).astype(flat.dtype) for g in leaves])
+        return loss, jnp.concatenate([g.reshape(-1).astype(acc) for g in leaves])
 
     def one_point(flat: jax.Array) -> tuple[jax.Array, jax.Array]:
         k = flat.shape[0]
         zeros = (
-            jnp.zeros(groups, flat.dtype),
-            jnp.zeros(groups, flat.dtype),
-            jnp.zeros((groups, k), flat.dtype),
-            jnp.zeros((groups, k), flat.dtype),
+            jnp.zeros(groups, acc),
+            jnp.zeros(groups, acc),
+            jnp.zeros((groups, k), acc),
+            jnp.zeros((groups, k), acc),
         )
 
         def body(carry: Any, chunk: Any) -> tuple[Any, None]:
             loss_sum, loss_c, grad_sum, grad_c = carry
             x, y, w, g = chunk
             loss, grad = value_and_grad(flat, x, y, w)
-            l_new, lc_new = _kahan(loss_sum[g], loss_c[g], loss.astype(flat.dtype))
+            l_new, lc_new = _kahan(loss_sum[g], loss_c[g], loss)
             g_new, gc_new = _kahan(grad_sum[g], grad_c[g], grad)
             return (
                 loss_sum.at[g].set(l_new),
@@ -308,7 +311,7 @@ class JaxBackend(BackendBase):
             "devices": [str(d) for d in self.devices],
             "processes": jax.process_count(),
             "streamed": self.streamed("train"),
-            "reduction": f"Kahan-compensated {self.dtype.name}",
+            "reduction": f"Kahan-compensated {np.promote_types(self.dtype, np.float32).name}",
         }
 
     def snapshot(self) -> Snapshot:

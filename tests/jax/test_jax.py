@@ -344,3 +344,22 @@ def test_a_process_dying_stops_the_job_with_an_lca_error_and_a_whole_run(tmp_pat
     assert "Another process of the job has stopped" in out0
     run = open_run(store)  # validated on open: not corrupt
     assert run.steps == 2 and np.isfinite(run.layer_lca).all()
+
+
+def test_bfloat16_parameters_are_summed_in_float32(digits):
+    """Thirty chunks of a bfloat16 model: each chunk's gradient is the model's (bfloat16),
+    their sums are float32 — in bfloat16 every sum would be rounded to 8 bits, and the
+    per-example weights 1/N with it."""
+    x, y = digits
+    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), init_mlp())
+    backend = JaxBackend(mlp_loss, params, (x, y), batch_size=20)
+    assert backend.policy()["reduction"] == "Kahan-compensated float32"
+    (ev,) = backend.evaluate([backend.snapshot().theta.astype(np.float64)])
+    as_bfloat16 = ev.grad.astype(jnp.bfloat16).astype(np.float64)
+    assert np.mean(as_bfloat16 == ev.grad) < 0.5  # most entries need more than 8 bits
+    assert float(np.float32(ev.loss).astype(jnp.bfloat16)) != ev.loss
+    reference = jax.grad(lambda p: mlp_loss(p, x, y).astype(jnp.float32).mean())(params)
+    flat = np.concatenate(
+        [np.asarray(g, np.float64).ravel() for g in jax.tree_util.tree_leaves(reference)]
+    )
+    np.testing.assert_allclose(ev.grad, flat, rtol=0.05, atol=0.02 * np.abs(flat).max())
