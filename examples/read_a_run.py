@@ -9,7 +9,7 @@ import argparse
 from lca_core import open_run
 from lca_core.analysis import analyze, format_analysis, helping_fractions, layer_totals
 from lca_core.plot import plot_layer_totals
-from lca_core.report import write_report
+from lca_core.tools.report import write_report
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("run", help="a run directory (e.g. from `lca demo` or another example)")

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from ._version import __version__
 from .allocator import Allocator
+from .backend_kit.function_backend import FunctionBackend
+from .backend_kit.plugins import available_backends, create_backend, load_backend
+from .engine.step import StepResult
+from .engine.summary import Summary
 from .errors import (
     BudgetExceededError,
     DistributedError,
@@ -20,14 +24,11 @@ from .errors import (
     UnknownBackendError,
     UnknownOptionError,
 )
-from .function_backend import FunctionBackend
 from .layout import Layout, ParamSpec
+from .options import Options
 from .protocol import Backend, Evaluation, Snapshot
-from .registry import available_backends, create_backend, load_backend
 from .replay import replay
-from .run import Run, open_run
-from .step import StepResult
-from .summary import Summary
+from .storage.run import Run, open_run
 from .tracker import Allocation, Tracker, allocate
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "NonFiniteError",
     "NondeterministicLossError",
     "NotARunError",
+    "Options",
     "ParamSpec",
     "Run",
     "Snapshot",

@@ -2,39 +2,30 @@
 
 Per step t it computes A[t,i] = Δ_t[i]·ḡ_t[i] with ḡ_t from a quadrature of the gradient
 along the straight path θ_t → θ_{t+1}, refined until the residual is within ``tol``. It
-composes three parts: the :class:`~lca_core.evaluator.CheckedEvaluator` (trusted
-evaluations, counted), :func:`~lca_core.quadrature.integrate` (the rule) and the
-:class:`~lca_core.recorder.Recorder` (the run on disk). The gradient at θ_{t+1} is reused
+composes three parts: the :class:`~lca_core.engine.evaluator.CheckedEvaluator` (trusted
+evaluations, counted), :func:`~lca_core.engine.quadrature.integrate` (the rule) and the
+:class:`~lca_core.storage.recorder.Recorder` (the run on disk). The gradient at θ_{t+1} is reused
 as the start of step t+1, so Simpson costs two new gradient passes per step, not three.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._version import __version__
-from .budget import enforce_budget
-from .contract import (
-    DEFAULT_BUDGET,
-    DEFAULT_MAX_PANELS,
-    DEFAULT_RULE,
-    DEFAULT_TOL,
-    check_allocation,
-)
-from .cost import LOG, CostMeter, Forecast
-from .errors import NonFiniteError
-from .evaluator import all_finite, step_evaluator
-from .protocol import Backend, Evaluation, Snapshot
-from .quadrature import PathIntegral, integrate
-from .recorder import Recorder
-from .step import StepResult, group_allocations, step_result
-from .summary import RunningSummary, Summary
+from .contract import check_allocation, resolve_options
+from .engine.cost import CostMeter, Forecast
+from .engine.evaluator import step_evaluator
+from .engine.step import StepResult, group_allocations, step_result
+from .engine.summary import RunningSummary, Summary
+from .errors import UnknownOptionError
+from .options import Options
+from .protocol import Backend, Evaluation, Snapshot, check_backend
+from .storage.recorder import Recorder
 
 
 @dataclass
@@ -50,76 +41,87 @@ class Allocator:
     """Loss Change Allocation over a sequence of parameter snapshots.
 
     Call :meth:`start` before the first optimizer step and :meth:`advance` after each one
-    (the framework integrations do this for you). ``store`` is a directory for the run
-    (None keeps only the summary in memory). With ``record_only=True`` it evaluates nothing
-    and stores the trajectory θ_t for :func:`lca_core.replay`.
+    (the framework integrations do this for you).
+
+    Args:
+        backend: what evaluates the loss and its gradient (:class:`~lca_core.Backend`).
+        store: the run directory to write (None keeps only the summary in memory).
+        options: the common options (:class:`~lca_core.options.Options`); keywords of the
+            same names (``rule="auto"``, ``store_params=True``, …) override them.
+        validation: also allocate the validation split's loss (the backend must hold one).
+        check_determinism: evaluate θ_0 three times and refuse a loss that is not pure.
+        determinism_rtol: how far those three evaluations may differ.
+
+    Raises:
+        UnknownOptionError: an option that does not exist, or one that belongs to the
+            tracker or backend (``val_data``, ``eval_subset``, ``batch_size``, ``progress``).
+        ValueError: options that cannot work with this backend (``per_class`` without
+            classes, ``record_only`` without a store, a ``tol`` ≤ 0, …).
     """
 
     def __init__(
         self,
         backend: Backend,
         store: str | os.PathLike[str] | None = None,
+        options: Options | None = None,
         *,
-        rule: str = DEFAULT_RULE,
-        tol: float = DEFAULT_TOL,
-        max_panels: int = DEFAULT_MAX_PANELS,
-        budget: float = DEFAULT_BUDGET,
-        strict: bool = False,
-        per_class: bool = False,
         validation: bool = False,
-        store_params: bool = False,
-        store_grads: bool = False,
-        store_trajectory: bool = False,
-        record_only: bool = False,
-        every: int = 1,
         check_determinism: bool = True,
         determinism_rtol: float = 1e-5,
-        metadata: Mapping[str, Any] | None = None,
-        resume: bool = False,
-        overwrite: bool = False,
+        **option_values: Any,
     ) -> None:
-        check_allocation(backend, store, rule, tol, max_panels, per_class, validation, record_only)
-        self.backend, self.layout = backend, backend.layout
-        self.rule, self.tol, self.max_panels = rule, float(tol), int(max_panels)
-        self.record_only, self.strict = record_only, strict
+        check_backend(backend)
+        own = Options.names(part="allocator")
+        resolve_options(option_values, "Allocator")  # an unknown name, with a suggestion
+        elsewhere = sorted(set(option_values) - set(own))
+        if elsewhere:
+            raise UnknownOptionError(
+                f"Allocator does not take {elsewhere}: they are options of the tracker or "
+                "the backend (give val_data=, eval_subset=, batch_size= to the backend; "
+                f"progress= to a tracker). Its options: {', '.join(own)}"
+            )
+        options = (options or Options()).with_(**option_values)
+        if store is not None:
+            options = options.with_(store=store)
+        check_allocation(backend, options, validation=validation)
+        self.backend, self.layout, self.options = backend, backend.layout, options
         self.check_determinism = check_determinism
         #: a subset's random groups (``eval_subset``): evaluated grouped, for error bars
-        self.subset = getattr(backend, "subset", None)
+        self.subset = backend.subset
         self.evaluate = step_evaluator(
-            backend, validation=validation, per_class=per_class, determinism_rtol=determinism_rtol
+            backend,
+            validation=validation,
+            per_class=options.per_class,
+            determinism_rtol=determinism_rtol,
         )
+        #: what the run records of how it is allocated: the stored options and the facts
         self.config = {
-            "rule": rule,
-            "tol": self.tol,
-            "max_panels": self.max_panels,
-            "budget": budget,
-            "per_class": per_class,
+            **options.config(),
             "validation": validation,
-            "store_params": store_params,
-            "store_grads": store_grads,
-            "store_trajectory": store_trajectory or record_only,
-            "record_only": record_only,
-            "every": int(every),
             "eval_subset": self.subset,
             "lca_version": __version__,
         }
-        self.running = RunningSummary(self.layout.layers, budget)
+        self.running = RunningSummary(self.layout.layers, options.budget)
         self.recorder: Recorder | None = None
-        if store is not None:
-            self.recorder = Recorder(
-                store, backend, self.config, metadata=metadata, resume=resume, overwrite=overwrite
-            )
-            if (committed := self.recorder.committed()) is not None:
-                self.running.restore(committed)
+        if options.store is not None:
+            self.recorder = Recorder(backend, options, self.config)
+            self.recorder.restore(self.running)
         self._step = self.recorder.steps if self.recorder is not None else 0
-        if hasattr(backend, "from_writer"):  # a job's processes continue where the writer does
-            self._step, self.running = backend.from_writer((self._step, self.running))
+        # a job's processes continue where the writer does
+        self._step, self.running = backend.from_writer((self._step, self.running))
         self._point: _Point | None = None
         self.cost = CostMeter()
         #: tracked steps the whole run will have, when the trainer knows (for the forecast)
         self.expected_steps: int | None = None
-        #: the cost forecast, logged once after the second allocated step
-        self.forecast: Forecast | None = None
+
+    @property
+    def rule(self) -> str:
+        return self.options.rule
+
+    @property
+    def forecast(self) -> Forecast | None:
+        """The cost forecast, made and logged once after the second allocated step."""
+        return self.cost.first_forecast
 
     def _as_snapshot(self, snapshot: Snapshot | np.ndarray | None) -> Snapshot:
         if snapshot is None:
@@ -138,7 +140,7 @@ class Allocator:
         snap = self._as_snapshot(snapshot)
         theta = np.asarray(snap.theta, dtype=np.float64)
         evals: dict[str, Evaluation] = {}
-        if not self.record_only:
+        if not self.options.record_only:
             where = f"θ_{self._step}"
             evals = self.evaluate.point(
                 theta, snap.state, where, check_determinism=self.check_determinism
@@ -163,13 +165,12 @@ class Allocator:
                 self.recorder.flush()
             raise
         if result is not None:
-            self.cost.mark_step(self.gradient_passes)
-            if self.forecast is None:
-                self.forecast = self.cost.forecast(
-                    self._steps_ahead(), rule=self.rule, subset=self.subset is not None
-                )
-                if self.forecast is not None:
-                    LOG.info("%s", self.forecast)
+            self.cost.step_done(
+                self.gradient_passes,
+                self._steps_ahead(),
+                rule=self.options.rule,
+                subset=self.subset is not None,
+            )
         return result
 
     def _steps_ahead(self) -> int | None:
@@ -185,7 +186,7 @@ class Allocator:
         new = self._as_snapshot(snapshot)
         theta1 = np.asarray(new.theta, dtype=np.float64)
         result = None
-        if self.record_only:
+        if self.options.record_only:
             evals1: dict[str, Evaluation] = {}
         else:
             result, evals1 = self._allocate(new, theta1, step_index)
@@ -215,25 +216,20 @@ class Allocator:
         self, new: Snapshot, theta1: np.ndarray, step_index: int | None
     ) -> tuple[StepResult, dict[str, Evaluation]]:
         assert self._point is not None
-        prev = self._point
+        prev, opts = self._point, self.options
         delta = theta1 - prev.theta
-        where = f"step {self._step}"
-        nodes = self.evaluate.along(prev.theta, delta, theta1, prev.snapshot.state, where)
-        try:
-            integral = integrate(
-                self.rule,
-                prev.evals,
-                delta,
-                nodes,
-                tol=self.tol,
-                max_panels=self.max_panels,
-                parts=group_allocations(self.layout, delta) if self.subset else None,
-            )
-        except Exception as exc:  # a NaN in θ_1 fails its evaluation: name the cause
-            if not all_finite(theta1):
-                raise self._diverged_step() from exc
-            raise
-        self._check_finite(integral, theta1, where)
+        integral = self.evaluate.path_integral(
+            opts.rule,
+            prev.evals,
+            prev.theta,
+            delta,
+            theta1,
+            prev.snapshot.state,
+            self._step,
+            tol=opts.tol,
+            max_panels=opts.max_panels,
+            parts=group_allocations(self.layout, delta) if self.subset else None,
+        )
         evals1, drift = integral.end, 0.0
         if new.state is not None:  # the evaluation depends on state that moved: measure it
             evals1 = self.evaluate.point(theta1, new.state, f"θ_{self._step + 1}")
@@ -247,35 +243,11 @@ class Allocator:
             integral,
             evals1["train"].loss,
             drift=drift,
-            tol=self.tol,
+            tol=opts.tol,
             gradient_passes=self.gradient_passes,
             subset=self.subset,
         )
         return result, evals1
-
-    def _check_finite(self, integral: PathIntegral, theta1: np.ndarray, where: str) -> None:
-        """θ_1 and the gradients along the path, checked through the residual they enter: a
-        NaN or an infinity in Δ or in any gradient reaches Σ Δ·ḡ, so a finite residual
-        clears them all at the cost of one scalar (θ_1 and ḡ are looked at only when it is
-        not). A gradient that enters no residual (the end's under ``first_order``, the
-        per-class parts) is checked on its own."""
-        for split, grads in integral.grads.items():
-            if not math.isfinite(integral.residuals[split]):
-                if not all_finite(theta1):
-                    raise self._diverged_step()
-                if not all_finite(grads.value()):
-                    self.evaluate.refuse_non_finite(split, "gradient", where)
-            parts = integral.class_grads[split]
-            if parts is not None and not all_finite(parts.value()):
-                self.evaluate.refuse_non_finite(split, "gradient", where)
-            if self.rule == "first_order" and not all_finite(integral.end[split].grad):
-                self.evaluate.refuse_non_finite(split, "gradient", f"θ_{self._step + 1}")
-
-    def _diverged_step(self) -> NonFiniteError:
-        return NonFiniteError(
-            f"the optimizer step {self._step} produced NaN or infinite parameters; "
-            "training diverged. Lower the learning rate or clip gradients."
-        )
 
     @property
     def point_evaluations(self) -> dict[str, Evaluation]:
@@ -295,7 +267,7 @@ class Allocator:
 
     def summary(self) -> Summary:
         """Loss change vs Σ LCA, budget used, unconverged steps, % helped, per-layer totals."""
-        recorded = self._step if self.record_only else 0
+        recorded = self._step if self.options.record_only else 0
         return self.running.summary(
             self.gradient_passes, recorded, self.cost.lca_seconds, self.cost.training_seconds
         )
@@ -314,6 +286,6 @@ class Allocator:
                 lca_seconds=summary.lca_seconds,
                 training_seconds=summary.training_seconds,
             )
-        if self.strict and not self.record_only:
-            enforce_budget(summary)
+        if self.options.strict and not self.options.record_only:
+            summary.enforce_budget()
         return summary

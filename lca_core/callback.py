@@ -13,13 +13,24 @@ import warnings
 from typing import Any, ClassVar
 
 from .contract import renamed, resolve_options
-from .step import StepResult
-from .summary import Summary
+from .engine.step import StepResult
+from .engine.summary import Summary
 from .tracker import Tracker
 
 
 class LCACallbackBase:
-    """``LCACallback(data, store=None, *, loss_fn=None, **options)`` in every framework."""
+    """``LCACallback(data, store=None, *, loss_fn=None, **options)`` in every framework.
+
+    Args:
+        data: the evaluation set (inputs, targets), or what the framework's backend takes.
+        store: the run directory to write (None keeps only the summary in memory).
+        loss_fn: the loss (default: the model's own, where the framework has one).
+        **options: the common options (docs/api.md) and the framework's own.
+
+    Raises:
+        UnknownOptionError: an option no callback takes (the message names the valid ones).
+        TypeError: no evaluation data.
+    """
 
     #: the framework's own options and their defaults (set by ``contract.integration``)
     framework_options: ClassVar[dict[str, Any]] = {}

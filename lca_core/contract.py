@@ -1,10 +1,11 @@
-"""The one API every integration implements: option names, their defaults, their checks.
+"""The one API every integration implements: options resolved and checked one way.
 
-Trackers and callbacks in torch, Keras/TF and JAX take the same keyword options, spelled
-and defaulted here; a framework adds options only where its concept exists (``bn_policy``,
-``device``). :func:`integration` stamps the full signature on a class, so
-``inspect.signature`` and ``help()`` show every option with its default, and
-:func:`resolve_options` refuses an unknown one by naming the valid ones.
+Trackers and callbacks in torch, Keras/TF and JAX take the same keyword options, defined
+once in :class:`~lca_core.options.Options` (``OPTIONS`` and ``MEANING`` are its table); a
+framework adds options only where its concept exists (``bn_policy``, ``device``).
+:func:`integration` stamps the full signature on a class, so ``inspect.signature`` and
+``help()`` show every option with its default, and :func:`resolve_options` refuses an
+unknown one by naming the valid ones.
 """
 
 from __future__ import annotations
@@ -12,86 +13,25 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from .engine.quadrature import check_rule, initial_panels
 from .errors import UnknownOptionError
-from .quadrature import check_rule, initial_panels
-
-DEFAULT_RULE = "simpson"
-DEFAULT_TOL = 1e-3
-DEFAULT_MAX_PANELS = 32
-DEFAULT_BUDGET = 0.01
+from .options import Options
+from .protocol import Backend
 
 #: every common option and its default, in documentation order (``store`` is positional too)
-OPTIONS: dict[str, Any] = {
-    "store": None,
-    "rule": DEFAULT_RULE,
-    "tol": DEFAULT_TOL,
-    "max_panels": DEFAULT_MAX_PANELS,
-    "budget": DEFAULT_BUDGET,
-    "strict": False,
-    "every": 1,
-    "record_only": False,
-    "resume": False,
-    "overwrite": False,
-    "val_data": None,
-    "eval_subset": None,
-    "per_class": False,
-    "store_params": False,
-    "store_grads": False,
-    "store_trajectory": False,
-    "batch_size": None,
-    "progress": False,
-    "metadata": None,
-}
-
+OPTIONS: dict[str, Any] = Options.defaults()
 #: what each option means, for the docs table and error messages
-MEANING: dict[str, str] = {
-    "store": "run directory to write (None: keep only the summary in memory)",
-    "rule": "quadrature rule: 'simpson' (paper), 'auto' (trapezoid, Simpson when needed), "
-    "'trapezoid' or 'first_order'",
-    "tol": "per-step residual tolerance in nats; steps above it are refined",
-    "max_panels": "most quadrature sub-intervals a step is refined to",
-    "budget": "allowed |Σ residual| / |ΔL| for the whole run",
-    "strict": "raise BudgetExceededError at close when over budget (data kept)",
-    "every": "allocate every k-th optimizer step (the k steps as one block)",
-    "record_only": "store θ_t only, evaluate nothing; `lca replay` allocates later",
-    "resume": "continue the run already in store",
-    "overwrite": "replace the run already in store",
-    "val_data": "a validation set: also allocate its loss change (validation LCA)",
-    "eval_subset": "evaluate a seeded, class-stratified subset: n examples or a fraction; "
-    "every per-layer LCA gets a standard error (layer_lca_stderr)",
-    "per_class": "also allocate the loss of each class (integer labels)",
-    "store_params": "store per-parameter LCA (T × K float32)",
-    "store_grads": "store the gradient at each θ_t (oscillation analysis)",
-    "store_trajectory": "store θ_t (for replay and the first-order check)",
-    "batch_size": "examples per evaluation chunk (None: the backend's default)",
-    "progress": "show a progress bar",
-    "metadata": "JSON-serialisable dict stored with the run",
-}
+MEANING: dict[str, str] = Options.meanings()
 
 #: options of the 0.1 release that were renamed (old → new); accepted with a warning
 RENAMED = {"eval_data": "data"}
 #: options of the 0.1 release that are now implied (old → why); accepted with a warning
 IMPLIED = {"validation": "validation LCA is on whenever val_data is given"}
-
-ALLOCATOR_OPTIONS = (
-    "rule",
-    "tol",
-    "max_panels",
-    "budget",
-    "strict",
-    "record_only",
-    "resume",
-    "overwrite",
-    "per_class",
-    "store_params",
-    "store_grads",
-    "store_trajectory",
-    "metadata",
-)
 
 T = TypeVar("T")
 
@@ -124,43 +64,34 @@ def resolve_options(
                 f"{', '.join(out)} (see docs/api.md)."
             )
         out[name] = value
-    if not isinstance(out["every"], int) or out["every"] < 1:
-        raise ValueError(
-            f"every must be a positive number of optimizer steps, not {out['every']!r}"
-        )
+    Options.of(out)  # the checks every option set passes
     return out
 
 
-def check_allocation(
-    backend: Any,
-    store: Any,
-    rule: str,
-    tol: float,
-    max_panels: int,
-    per_class: bool,
-    validation: bool,
-    record_only: bool,
-) -> None:
+def check_allocation(backend: Backend, options: Options, *, validation: bool) -> None:
     """Refuse allocation options that cannot work with this backend, before any pass."""
+    rule, tol, max_panels = options.rule, options.tol, options.max_panels
     check_rule(rule)
-    if tol <= 0 or max_panels < initial_panels(rule):
+    if not tol > 0 or max_panels < initial_panels(rule):
         raise ValueError(
             f"tol must be > 0 and max_panels ≥ {initial_panels(rule)} for {rule}; "
             f"got tol={tol}, max_panels={max_panels}"
         )
-    if per_class and getattr(backend, "subset", None):
+    if not (math.isfinite(options.budget) and options.budget >= 0):
+        raise ValueError(f"budget must be a finite share ≥ 0 of |ΔL|, not {options.budget!r}")
+    if options.per_class and backend.subset:
         raise ValueError(
             "per_class=True and eval_subset cannot be combined yet: the subset's error bars "
             "use the grouped evaluation that per-class LCA uses. Choose one."
         )
-    if per_class and not backend.num_classes:
+    if options.per_class and not backend.num_classes:
         raise ValueError(
             "per_class=True needs a backend that knows the classes of its evaluation set "
             "(give it labelled classification data)"
         )
     if validation and "val" not in backend.splits:
         raise ValueError("validation=True needs a backend built with validation data")
-    if record_only and store is None and getattr(backend, "writes", True):
+    if options.record_only and options.store is None and backend.writes:
         raise ValueError("record_only=True needs a store directory to record θ_t into")
 
 
@@ -175,11 +106,6 @@ def renamed(kwargs: dict[str, Any], owner: str) -> dict[str, Any]:
                 raise TypeError(f"{owner} got both {old}= and {new}=; pass {new}= only")
             kwargs[new] = kwargs.pop(old)
     return kwargs
-
-
-def allocator_options(opts: Mapping[str, Any]) -> dict[str, Any]:
-    """The options the :class:`lca_core.Allocator` takes, from resolved options."""
-    return {k: opts[k] for k in ALLOCATOR_OPTIONS}
 
 
 def integration(**framework_options: Any) -> Callable[[type[T]], type[T]]:

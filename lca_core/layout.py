@@ -174,8 +174,8 @@ class Layout:
 
     def count_by_layer(self, mask: np.ndarray) -> np.ndarray:
         """True entries of a (..., K) boolean array in each layer → (..., n_layers) int64.
-        A 1-D mask is counted span by span (``count_nonzero`` on booleans: 2–3× faster
-        than a reduction that casts every element to int64 first, at K = 1e4…1e8)."""
+        A 1-D mask is counted span by span (``count_nonzero`` on booleans, faster than a
+        reduction that casts every element to int64 first: benchmarks/README.md)."""
         spans = self._layer_spans
         if mask.ndim != 1 or spans is None:
             return self.reduce_by_layer(mask, np.int64)
@@ -246,3 +246,17 @@ def sign_counts(lca: np.ndarray, layout: Layout) -> np.ndarray:
     # is a measurable part of a small model's step)
     counts = np.array([helped, hurt, layout.layer_sizes - helped - hurt])
     return counts.transpose(*range(1, counts.ndim), 0)
+
+
+def shares(counts: np.ndarray) -> tuple[float, float, float, float]:
+    """% helped, hurt, zero, and helped among the non-zero, from (…, 3) sign counts.
+
+    The one definition of these numbers: NaN where there is nothing to count.
+    """
+    helped, hurt, zero = (int(c) for c in np.asarray(counts).reshape(-1, 3).sum(axis=0))
+    total, nonzero = helped + hurt + zero, helped + hurt
+    return _pct(helped, total), _pct(hurt, total), _pct(zero, total), _pct(helped, nonzero)
+
+
+def _pct(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else float("nan")

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from .allocator import Allocator
+from .engine.step import StepResult
+from .options import Options
 from .protocol import Backend, Evaluation, Snapshot
-from .step import StepResult
 
 #: the options a task's allocator takes (the driver alone stores and budgets)
 TASK_OPTIONS = ("rule", "tol", "max_panels", "per_class")
@@ -38,12 +39,12 @@ def allocate_range(
     every: int,
     validation: bool,
     check_determinism: bool,
-    options: dict[str, Any],
+    options: Options,
 ) -> tuple[Allocated, int]:
     """Steps θ_0→θ_1, …, θ_{n-1}→θ_n of ``thetas`` (the first is step ``first_index``):
     each step's end evaluations and result, and the gradient passes made."""
     allocator = Allocator(
-        backend, None, validation=validation, check_determinism=check_determinism, **options
+        backend, options=options, validation=validation, check_determinism=check_determinism
     )
     allocator.start(Snapshot(thetas[0]))
     out = []
@@ -70,7 +71,7 @@ def ray_replay(
     last: int,
     every: int,
     validation: bool,
-    options: dict[str, Any],
+    options: Options,
     *,
     workers: int,
     address: str | None,
@@ -87,7 +88,7 @@ def ray_replay(
         ray.init(address=address, num_cpus=workers if address is None else None)
     task = ray.remote(max_retries=3)(allocate_range)
     shared = ray.put(backend)
-    task_options = {k: options[k] for k in TASK_OPTIONS}
+    task_options = Options(**{k: getattr(options, k) for k in TASK_OPTIONS})
 
     def submit(a: int, b: int) -> Any:
         thetas = np.stack([trajectory(t) for t in range(a, b + 1)])

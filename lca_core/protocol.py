@@ -55,10 +55,16 @@ class Backend(Protocol):
 
     ``evaluate`` receives every new quadrature node of a refinement round at once, so a
     backend may batch them (vmap, larger chunks); on a subset one at a time, as each node's
-    G × K group gradients are reduced before the next is evaluated (measured on the 60k
-    MLP's 10 % subset in JAX: 114 ms per step, 145 ms batched). It must not change the
-    user's model: parameters, buffers, RNG state and accumulated gradients are restored
-    afterwards.
+    G × K group gradients are reduced before the next is evaluated (benchmarks/README.md
+    says why). It must not change the user's model: parameters, buffers, RNG state and
+    accumulated gradients are restored afterwards.
+
+    The required members are ``layout``, ``num_classes``, ``splits``, ``accepts``,
+    ``snapshot``, ``evaluate`` and ``policy``. The optional capabilities below have their
+    defaults here; a backend that subclasses this protocol (as
+    :class:`~lca_core.backend_kit.base.BackendBase` does) inherits them and overrides what
+    it supports. The core never probes a backend for a member: :func:`check_backend` says
+    at once what one lacks.
     """
 
     #: the layout of the trainable parameters, fixed for the backend's lifetime
@@ -67,11 +73,16 @@ class Backend(Protocol):
     num_classes: int | None
     #: evaluation sets the backend holds: always "train", plus "val" when given
     splits: tuple[str, ...]
+    #: with ``eval_subset``: its size, the full size, seed, groups and their weights
+    subset: Mapping[str, Any] | None = None
+    #: whether this process writes the run: in a data-parallel job every process evaluates
+    #: its shard and gets the same allocation, and only one (rank 0) writes
+    writes: bool = True
 
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:
         """Whether this backend can serve ``model`` (with the arguments that come with it):
-        the registry's auto-detection asks each backend whose framework is imported."""
+        the plugins' auto-detection asks each backend whose framework is imported."""
         ...
 
     def snapshot(self) -> Snapshot:
@@ -92,3 +103,41 @@ class Backend(Protocol):
     def policy(self) -> Mapping[str, Any]:
         """How the loss is evaluated (BatchNorm mode, chunk size, …), recorded in the run."""
         ...
+
+    # -- optional capabilities, with their defaults ---------------------------------------
+    def use_subset(self, size: int | float, seed: int = 0, groups: int = 16) -> None:
+        """Evaluate a seeded, class-stratified subset of the training set from now on
+        (``eval_subset``); a backend that cannot refuses."""
+        raise ValueError(
+            f"eval_subset needs a backend that can evaluate a subset; {type(self).__name__} "
+            "cannot (build it on lca_core.backend_kit.base.BackendBase)"
+        )
+
+    def from_writer(self, value: Any) -> Any:
+        """The writing process's ``value``, in every process of a data-parallel job (a
+        collective call: every process makes it); alone, one's own. A job's other processes
+        open no store, so they take the state a resumed run continues from this way."""
+        return value
+
+    def examples(self, split: str = "train") -> int | None:
+        """How many examples ``split`` holds, when the backend knows (for the estimate)."""
+        return None
+
+
+#: the members every backend must have (the optional ones have defaults on :class:`Backend`)
+REQUIRED = ("layout", "num_classes", "splits", "accepts", "snapshot", "evaluate", "policy")
+
+
+def check_backend(backend: Any) -> Backend:
+    """``backend``, if it implements the protocol; else a TypeError naming what it lacks."""
+    if not isinstance(backend, Backend):
+        lacking = [name for name in (*REQUIRED, *_OPTIONAL) if not hasattr(backend, name)]
+        raise TypeError(
+            f"{type(backend).__name__} is not an lca backend: it lacks {lacking}. Subclass "
+            "lca_core.Backend (or lca_core.backend_kit.base.BackendBase) for the optional "
+            "members' defaults; docs/backends.md walks through writing one."
+        )
+    return backend
+
+
+_OPTIONAL = ("subset", "writes", "use_subset", "from_writer", "examples")

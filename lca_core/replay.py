@@ -12,14 +12,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .allocator import Allocator
-from .contract import allocator_options, resolve_options
+from .contract import resolve_options
+from .engine.summary import Summary
+from .options import Options
 from .parallel import ray_replay
 from .protocol import Backend, Snapshot
-from .run import open_run
-from .summary import Summary
+from .storage.run import open_run
 
 #: options that describe recording, not allocating: meaningless for a replay
-NOT_FOR_REPLAY = ("every", "record_only", "resume", "overwrite", "store_trajectory", "val_data")
+NOT_FOR_REPLAY = Options.names(replay=False)
 
 
 def replay(
@@ -40,28 +41,47 @@ def replay(
     options (``rule``, ``tol``, ``per_class``, ``store_params``, …; see docs/api.md).
     ``executor="ray"`` spreads the steps over ``workers`` Ray tasks at a time (a local Ray,
     or the cluster at ``address``); this process alone writes the run, in step order.
+
+    Args:
+        run_path: a run recorded with ``store_trajectory=True`` or ``record_only=True``.
+        backend: evaluates the loss of the same model and data (its parameters are set
+            from the trajectory; the model is not changed).
+        out: write the allocation into another run directory instead.
+        progress: show a progress bar.
+        executor: None (this process) or "ray".
+        workers: Ray tasks at a time.
+        address: a Ray cluster's address (None: a local Ray).
+        **options: allocation options (``rule``, ``tol``, ``per_class``, …).
+
+    Returns:
+        The run's :class:`~lca_core.Summary`.
+
+    Raises:
+        ValueError: a run with no trajectory, a recording option (``every``,
+            ``record_only``, …), or an unknown executor.
     """
     if executor not in (None, "ray"):
         raise ValueError(f"executor must be None (this process) or 'ray', not {executor!r}")
     refused = sorted(set(options) & set(NOT_FOR_REPLAY))
     if refused:
         raise ValueError(f"replay does not take {refused}: they describe how a run is recorded")
-    opts = allocator_options(resolve_options(options, "lca_core.replay"))
     run = open_run(run_path)
     if not run.has("theta") or run.recorded_steps == 0:
         raise ValueError(
             f"{run_path} holds no recorded trajectory; record one with store_trajectory=True "
             "(or a Tracker in record-only mode) before replaying"
         )
-    every = int(run.config.get("every", 1))  # θ_t recorded every k optimizer steps
-    opts.update(resume=True, record_only=False, store_trajectory=False, every=every)
-    allocator = Allocator(backend, out or run_path, validation="val" in backend.splits, **opts)
+    every = run.options.every  # θ_t recorded every k optimizer steps
+    opts = Options.of(resolve_options(options, "lca_core.replay")).with_(
+        store=out or run_path, resume=True, every=every
+    )
+    validation = "val" in backend.splits
+    allocator = Allocator(backend, options=opts, validation=validation)
     first, last = allocator.steps, run.recorded_steps
     if first < last:
         allocator.start(Snapshot(run.theta(first)))
         bar = tqdm(initial=first, total=last, desc="replay", disable=not progress)
         if executor == "ray":
-            validation = "val" in backend.splits
             for done in ray_replay(
                 allocator, backend, run.theta, first, last, every, validation, opts,
                 workers=workers, address=address,

@@ -22,10 +22,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .allocator import Allocator
-from .contract import allocator_options, integration, resolve_options
-from .protocol import Backend, Snapshot
-from .step import StepResult
-from .summary import Summary
+from .contract import integration, resolve_options
+from .engine.step import StepResult
+from .engine.summary import Summary
+from .options import Options
+from .protocol import Backend, Snapshot, check_backend
 
 
 @integration()
@@ -35,6 +36,16 @@ class Tracker:
     ``lca_core.Tracker(backend, store, **options)`` serves any :class:`Backend` (e.g. a
     :class:`lca_core.FunctionBackend`); the framework trackers build their backend from a
     model and take the same options.
+
+    Args:
+        backend: a ready backend (framework trackers take a model, a loss and data instead).
+        store: the run directory to write (None keeps only the summary in memory).
+        **options: the common options (docs/api.md): ``rule``, ``tol``, ``every``,
+            ``eval_subset``, ``per_class``, ``store_params``, ``progress``, …
+
+    Raises:
+        UnknownOptionError: an option no tracker takes (the message names the valid ones).
+        ValueError: options that cannot work with this backend.
     """
 
     framework_options: ClassVar[dict[str, Any]] = {}
@@ -42,33 +53,40 @@ class Tracker:
     def __init__(
         self, backend: Backend, store: str | os.PathLike[str] | None = None, **options: Any
     ) -> None:
-        opts = resolve_options({**options, "store": store}, "lca_core.Tracker")
-        for name in ("val_data", "batch_size"):
-            if opts[name] is not None:
-                raise ValueError(
-                    f"lca_core.Tracker takes a ready backend: give {name}= to the backend "
-                    "(e.g. FunctionBackend(..., val_data=...)), not to the tracker"
-                )
-        self._setup(backend, opts)
+        self._build((backend,), store, options)
+
+    def _build(
+        self, inputs: tuple[Any, ...], store: str | os.PathLike[str] | None, options: Any
+    ) -> None:
+        """Resolve the options once, build the backend from the tracker's ``inputs`` (the
+        backend's options and the framework's go to :meth:`make_backend`), then set up."""
+        owner = f"{type(self).__module__.split('.')[0]}.{type(self).__name__}"
+        opts = resolve_options({**options, "store": store}, owner, self.framework_options)
+        names = (*Options.names(part="backend"), *self.framework_options)
+        keywords = {k: opts[k] for k in names if opts[k] is not None}
+        self._setup(self.make_backend(*inputs, **keywords), opts)
+
+    def make_backend(self, backend: Backend, **keywords: Any) -> Backend:
+        """The backend from the tracker's inputs and the backend's options: a framework
+        tracker builds it from a model; this one takes a ready one."""
+        for name in keywords:
+            raise ValueError(
+                f"lca_core.Tracker takes a ready backend: give {name}= to the backend "
+                "(e.g. FunctionBackend(..., val_data=...)), not to the tracker"
+            )
+        return backend
 
     def _setup(self, backend: Backend, opts: dict[str, Any]) -> None:
+        check_backend(backend)
         if opts["eval_subset"] is not None:
-            if not hasattr(backend, "use_subset"):
-                raise ValueError(
-                    "eval_subset needs a backend built on lca_core.backend_kit.BackendBase"
-                )
             backend.use_subset(opts["eval_subset"])
-        if not getattr(backend, "writes", True):  # another process of the job writes the run
+        if not backend.writes:  # another process of the job writes the run
             opts = {**opts, "store": None, "resume": False, "overwrite": False, "progress": False}
         self.backend = backend
         self.options = opts
         self.every = int(opts["every"])
         self.allocator = Allocator(
-            backend,
-            opts["store"],
-            validation="val" in backend.splits,
-            every=self.every,
-            **allocator_options(opts),
+            backend, options=Options.of(opts), validation="val" in backend.splits
         )
         #: optimizer steps seen so far (a resumed run continues its numbering)
         self.optimizer_steps = self.allocator.steps * self.every
@@ -203,7 +221,15 @@ def allocate_step(tracker: Tracker, before: Any, after: Any) -> StepResult:
 def allocate(backend: Backend, theta_before: Any, theta_after: Any, **options: Any) -> Allocation:
     """LCA of one step θ_before → θ_after with ``backend`` (Captum-style: one call).
 
-    ``lca`` maps each parameter name to its allocation, shaped like the parameter.
+    Args:
+        backend: evaluates the loss (e.g. a :class:`~lca_core.FunctionBackend`).
+        theta_before, theta_after: the step's two points, flat.
+        **options: the common options (``rule``, ``tol``, ``per_class``, …).
+
+    Returns:
+        An :class:`Allocation`: ``lca`` maps each parameter name to its allocation,
+        shaped like the parameter; ``residual`` is ΔL − Σ LCA; ``result`` the whole
+        :class:`StepResult`.
     """
     tracker = Tracker(backend, **options)
     result = allocate_step(tracker, theta_before, theta_after)

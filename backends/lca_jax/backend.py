@@ -25,9 +25,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
-from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase
+from lca_core.backend_kit.base import DEFAULT_EVAL_BATCH, BackendBase
+from lca_core.backend_kit.evaluation_data import PaddedChunks, array_sets, resident_budget
 from lca_core.errors import DistributedError, EvaluationDataError, LossShapeError
-from lca_core.evaluation_data import PaddedChunks, array_sets, resident_budget
 from lca_core.layout import flat_vector
 
 DEFAULT_MAX_VMAP = 4
@@ -233,6 +233,20 @@ class JaxBackend(BackendBase):
     With several devices the evaluation chunks are sharded across them: the local ones, or
     under ``jax.distributed`` (one process per host) those of every process, each process
     holding the whole set and giving its devices their part; rank 0 writes the run.
+
+    Args:
+        loss_fn: ``loss_fn(params, x, y)``, pure and jit-able.
+        params: a pytree of the parameters (dicts, lists, flax/nnx states).
+        data: the evaluation set (inputs, targets), host or device arrays.
+        val_data: a validation set (inputs, targets): also allocate its loss change.
+        batch_size: examples per evaluation chunk (the set is reduced in float64 over them).
+        num_classes: the classes for per-class LCA (default: inferred from integer labels).
+        max_vmap: most quadrature nodes evaluated in one vmapped call.
+        devices: the devices to evaluate on (default: every local device, or the job's).
+        resident_bytes: most bytes of the set kept on the devices; a larger one is streamed.
+
+    Raises:
+        EmptyEvaluationSetError, EvaluationDataError: unusable evaluation data.
     """
 
     @classmethod
@@ -325,9 +339,9 @@ class JaxBackend(BackendBase):
             batch = thetas[start : start + self.max_vmap]
             group = np.empty((len(batch), self.layout.size), dtype=self.dtype)
             for row, theta in zip(group, batch, strict=True):
-                row[...] = theta  # cast in place: np.stack of casts is ~3× the calls
-            # a host array goes to the jitted pass as it is: jit's own transfer is ~60 µs
-            # cheaper per call than jnp.asarray's (measured on CPU)
+                row[...] = theta  # cast in place: np.stack of casts makes more calls
+            # a host array goes to the jitted pass as it is: jit's own transfer is cheaper
+            # per call than jnp.asarray's (benchmarks/README.md)
             points: jax.Array | np.ndarray = group
             streamed = self.streamed(split)
             if self._sharding is not None:  # on every device of the mesh

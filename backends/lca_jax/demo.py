@@ -1,4 +1,4 @@
-"""``lca demo --backend jax``: the shared digits MLP (see :mod:`lca_core.demo`) as a pure
+"""``lca demo --backend jax``: the shared digits MLP (see :mod:`lca_core.tools.demo`) as a pure
 function, trained with optax, tracked with ``lca_jax.Tracker``."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lca_core.demo import LAYERS, Experiment
-from lca_core.summary import Summary
+from lca_core.engine.summary import Summary
+from lca_core.tools.demo import LAYERS, Experiment
 
 from .tracker import Tracker
 

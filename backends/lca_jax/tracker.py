@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from lca_core import Allocation, StepResult
-from lca_core.contract import integration, resolve_options
+from lca_core.contract import integration
 from lca_core.tracker import Tracker as CoreTracker
 from lca_core.tracker import allocate_step
 
@@ -59,7 +59,18 @@ class Tracker(CoreTracker):
 
     ``loss_fn(params, x, y)`` returns each example's loss or the batch mean (both give the
     same L(θ)). The parameters after each step are copied to the host at once, so a jitted
-    step that donates its buffers is safe. Options: see ``docs/api.md``.
+    step that donates its buffers is safe.
+
+    Args:
+        loss_fn: ``loss_fn(params, x, y)``, pure and jit-able.
+        params: the starting parameters (a pytree; fixes the layout).
+        data: the fixed evaluation set (inputs, targets).
+        store: the run directory to write (None keeps only the summary in memory).
+        **options: the common options (docs/api.md) and ``num_classes``, ``max_vmap``,
+            ``devices``, ``resident_bytes``.
+
+    Raises:
+        UnknownOptionError: an option no tracker takes.
     """
 
     def __init__(
@@ -70,23 +81,13 @@ class Tracker(CoreTracker):
         store: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        opts = resolve_options(
-            {**options, "store": store}, "lca_jax.Tracker", type(self).framework_options
-        )
-        backend_options = {
-            k: opts[k]
-            for k in (
-                "val_data",
-                "num_classes",
-                "devices",
-                "batch_size",
-                "max_vmap",
-                "resident_bytes",
-            )
-            if opts[k] is not None
-        }
-        self._setup(JaxBackend(loss_fn, params, data, **backend_options), opts)
+        self._build((loss_fn, params, data), store, options)
         self._last_arrays = _Arrays()
+
+    def make_backend(  # type: ignore[override]
+        self, loss_fn: LossFn, params: Any, data: tuple[Any, Any], **keywords: Any
+    ) -> JaxBackend:
+        return JaxBackend(loss_fn, params, data, **keywords)
 
     def flatten(self, params: Any) -> np.ndarray:
         return flatten(params)
@@ -120,8 +121,18 @@ def allocate(
     data: tuple[Any, Any],
     **options: Any,
 ) -> Allocation:
-    """LCA of one step, functionally: ``allocate(loss_fn, p0, p1, (x, y)).lca`` is a pytree
-    shaped like the parameters. The compiled pass is cached by ``loss_fn`` and shapes."""
+    """LCA of one step, functionally. The compiled pass is cached by ``loss_fn`` and shapes.
+
+    Args:
+        loss_fn: ``loss_fn(params, x, y)``.
+        params_before, params_after: the step's two points (pytrees of one structure).
+        data: the evaluation set (inputs, targets).
+        **options: the common options.
+
+    Returns:
+        An ``Allocation``: ``lca`` is a pytree shaped like the parameters; ``residual``
+        is ΔL − Σ LCA; ``result`` the whole ``StepResult``.
+    """
     tracker = Tracker(loss_fn, params_before, data, **options)
     result = allocate_step(tracker, params_before, params_after)
     layout = tracker.backend.layout

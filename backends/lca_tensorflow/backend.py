@@ -1,13 +1,13 @@
 """The TensorFlow / Keras 3 backend.
 
-One ``tf.function`` per backend evaluates every point of a request in one call (a call
-costs ~0.2 ms on a CPU, 7 % of the digits MLP's pass): it copies the model's variables
-aside (one copy kept on the device for this), assigns each θ to the trainable ones, scans
-the evaluation set (resident as padded chunks with per-example weights, so the shapes never
-change and it never retraces), accumulates loss and gradient per class group in float64,
-and puts the variables back. They are the model's own again bit-exactly afterwards, also
-when the call fails midway; its optimizer and metrics are never touched.
-"""
+One ``tf.function`` per backend evaluates every point of a request in one call (each call
+has a fixed cost, a noticeable part of a small model's pass: benchmarks/README.md): it
+copies the model's variables aside (one copy kept on the device for this), assigns each θ
+to the trainable ones, scans the evaluation set (resident as padded chunks with per-example
+weights, so the shapes never change and it never retraces), accumulates loss and gradient
+per class group in float64, and puts the variables back. They are the model's own again
+bit-exactly afterwards, also when the call fails midway; its optimizer and metrics are
+never touched."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from lca_core import Evaluation, Snapshot
-from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
+from lca_core.backend_kit.base import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
+from lca_core.backend_kit.evaluation_data import array_sets
 from lca_core.errors import LossShapeError
-from lca_core.evaluation_data import array_sets
 from lca_core.layout import common_dtype
 
 from .keras_common import layout_of, per_example_loss, trial
@@ -36,6 +36,20 @@ class TFBackend(BackendBase):
     ``loss_fn`` defaults to the model's compiled loss. ``bn_policy="batch"`` (default)
     normalises with each fixed chunk's statistics; ``"running"`` uses the moving statistics
     and reports their drift. Dropout and other training-only layers are off.
+
+    Args:
+        model: a built Keras model; never changed by an evaluation.
+        loss_fn: the loss (per example or mean); default the model's compiled loss.
+        data: the evaluation set (inputs, targets), arrays or tensors.
+        val_data: a validation set (inputs, targets): also allocate its loss change.
+        batch_size: examples per evaluation chunk (the set is reduced in float64 over them).
+        num_classes: the classes for per-class LCA (default: inferred from integer labels).
+        bn_policy: BatchNorm during evaluation: "batch" or "running".
+        resident_bytes: most bytes of the set kept on the device; a larger one is streamed.
+
+    Raises:
+        RuntimeError: Keras does not run on TensorFlow (``KERAS_BACKEND``).
+        EmptyEvaluationSetError, EvaluationDataError: unusable evaluation data.
     """
 
     @classmethod
@@ -85,7 +99,7 @@ class TFBackend(BackendBase):
         self._pass = tf.function(self._pass_fn, reduce_retracing=True)
         self._everything = self._vars + self._state_vars
         # the model's variables are copied here inside the pass before θ is assigned, and
-        # back at its end: one graph call per evaluation (a call costs ~0.2 ms on a CPU)
+        # back at its end: one graph call per evaluation
         self._shadow: list[tf.Variable] = []
         self._armed: tf.Variable | None = None  # True while the model holds θ, not its own
         self._flat: Any = None

@@ -24,7 +24,11 @@ from .tracker import Tracker, keras_backend
 class LCACallback(LCACallbackBase, keras.callbacks.Callback):
     """Allocates every train step's loss change on ``data``; ``loss_fn`` defaults to the
     model's compiled loss. To continue a run when fit resumes (``initial_epoch``), pass
-    ``resume=True``. Options: see ``docs/api.md``."""
+    ``resume=True``. Options: see ``docs/api.md``.
+
+    Args and errors: those of :class:`lca_core.callback.LCACallbackBase` (``data``,
+    ``store``, ``loss_fn``, the common options and this framework's).
+    """
 
     def check_framework(self) -> None:
         keras_backend()  # refuse an unsupported Keras backend now, not inside fit

@@ -1,5 +1,5 @@
 """``lca demo --backend tensorflow`` (or ``keras-jax``): the shared digits MLP (see
-:mod:`lca_core.demo`) trained by an unmodified ``model.fit`` with ``LCACallback``.
+:mod:`lca_core.tools.demo`) trained by an unmodified ``model.fit`` with ``LCACallback``.
 
 The demo's batches are laid out in order and fit runs one epoch over them unshuffled, so
 Keras sees exactly the batches the other frameworks see.
@@ -10,8 +10,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from lca_core.demo import LAYERS, Experiment
-from lca_core.summary import Summary
+from lca_core.engine.summary import Summary
+from lca_core.tools.demo import LAYERS, Experiment
 
 from .callback import LCACallback
 

@@ -8,8 +8,8 @@ from typing import Any
 import keras
 
 from lca_core import Layout, ParamSpec
+from lca_core.backend_kit.evaluation_data import set_name
 from lca_core.errors import EvaluationDataError, LCAError
-from lca_core.evaluation_data import set_name
 
 
 def _short(path: str, model: keras.Model) -> str:

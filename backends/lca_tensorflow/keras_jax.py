@@ -15,7 +15,17 @@ from .keras_common import layout_of, per_example_loss, trial
 
 class KerasJaxBackend(JaxBackend):
     """A :class:`lca_jax.JaxBackend` whose parameters are a Keras model's trainable
-    variables (read from the model at each snapshot)."""
+    variables (read from the model at each snapshot).
+
+    Args:
+        model: a built Keras model under ``KERAS_BACKEND=jax`` with no non-trainable state.
+        loss_fn: the loss (per example or mean); None takes the model's compiled loss.
+        data: the evaluation set (inputs, targets).
+        **options: :class:`lca_jax.JaxBackend`'s keywords (``val_data``, ``batch_size``, …).
+
+    Raises:
+        ValueError: a model with non-trainable variables (use KERAS_BACKEND=tensorflow).
+    """
 
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from lca_core import Allocation
-from lca_core.contract import integration, resolve_options
+from lca_core.contract import integration
 from lca_core.layout import flat_vector
 from lca_core.tracker import Tracker as CoreTracker
 from lca_core.tracker import allocate_step
@@ -40,28 +40,35 @@ def keras_backend() -> str:
     return name
 
 
-def make_backend(model: keras.Model, loss_fn: Any, data: Any, opts: dict[str, Any]) -> Any:
-    """The backend for the running Keras backend: TensorFlow's, or Keras-on-JAX's."""
+def make_backend(model: keras.Model, loss_fn: Any, data: Any, **keywords: Any) -> Any:
+    """The backend for the running Keras backend: TensorFlow's, or Keras-on-JAX's (whose
+    evaluation has no BatchNorm policy to choose: it takes ``bn_policy`` from no one)."""
     name = keras_backend()
-    options: dict[str, Any] = {
-        "val_data": opts["val_data"],
-        "resident_bytes": opts["resident_bytes"],
-    }
-    if opts["batch_size"] is not None:
-        options["batch_size"] = opts["batch_size"]
     if name == "jax":
         from .keras_jax import KerasJaxBackend
 
-        return KerasJaxBackend(model, loss_fn, data, **options)
+        keywords.pop("bn_policy", None)
+        return KerasJaxBackend(model, loss_fn, data, **keywords)
     from .backend import TFBackend
 
-    return TFBackend(model, loss_fn, data, bn_policy=opts["bn_policy"], **options)
+    return TFBackend(model, loss_fn, data, **keywords)
 
 
 @integration(bn_policy="batch", resident_bytes=None)
 class Tracker(CoreTracker):
-    """LCA of each optimizer step of a Keras custom loop (``loss_fn`` defaults to the
-    model's compiled loss; it may return each example's loss or their mean)."""
+    """LCA of each optimizer step of a Keras custom loop.
+
+    Args:
+        model: the Keras model being trained (its variables are read, never changed).
+        loss_fn: the loss (per example or mean); None takes the model's compiled loss.
+        data: the fixed evaluation set (inputs, targets).
+        store: the run directory to write (None keeps only the summary in memory).
+        **options: the common options (docs/api.md) and ``bn_policy``, ``resident_bytes``.
+
+    Raises:
+        RuntimeError: a Keras backend other than TensorFlow or JAX.
+        UnknownOptionError: an option no tracker takes.
+    """
 
     def __init__(
         self,
@@ -71,10 +78,12 @@ class Tracker(CoreTracker):
         store: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        opts = resolve_options(
-            {**options, "store": store}, "lca_tensorflow.Tracker", type(self).framework_options
-        )
-        self._setup(make_backend(model, loss_fn, data, opts), opts)
+        self._build((model, loss_fn, data), store, options)
+
+    def make_backend(  # type: ignore[override]
+        self, model: keras.Model, loss_fn: Any, data: Any, **keywords: Any
+    ) -> Any:
+        return make_backend(model, loss_fn, data, **keywords)
 
     def flatten(self, params: Any) -> np.ndarray:
         """θ from a model, or a list of its trainable variables' values in order."""
@@ -93,8 +102,17 @@ def allocate(
     after: Sequence[Any],
     **options: Any,
 ) -> Allocation:
-    """LCA of one step ``before → after`` (lists of the trainable variables' values);
-    ``lca`` is a list of float64 arrays in the same order and shapes."""
+    """LCA of one step ``before → after``.
+
+    Args:
+        model, loss_fn, data: as for :class:`Tracker`.
+        before, after: the trainable variables' values before and after, in order.
+        **options: the common options.
+
+    Returns:
+        An ``Allocation``: ``lca`` is a list of float64 arrays in the same order and
+        shapes; ``residual`` is ΔL − Σ LCA; ``result`` the whole ``StepResult``.
+    """
     tracker = Tracker(model, loss_fn, data, **options)
     result = allocate_step(tracker, before, after)
     return Allocation(

@@ -19,9 +19,9 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors as flatten_dense_tensors
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
-from lca_core.backend_kit import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
+from lca_core.backend_kit.base import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
+from lca_core.backend_kit.evaluation_data import set_name
 from lca_core.errors import EvaluationDataError, LCAError, LossShapeError
-from lca_core.evaluation_data import set_name
 
 from .distributed import Shards
 from .evaluation_sets import (
@@ -66,7 +66,7 @@ def _evaluation_mode(model: nn.Module, bn_policy: str) -> Iterator[None]:
     flags = [(m, m.training) for m in model.modules()]
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    # the flag set as a plain attribute: Module.__setattr__'s checks cost ~1 µs per module
+    # the flag set as a plain attribute: Module.__setattr__'s checks cost per module
     try:
         for m, _ in flags:
             object.__setattr__(m, "training", bn_policy == "batch" and isinstance(m, _BATCHNORM))
@@ -120,6 +120,24 @@ class TorchBackend(BackendBase):
     ``loss_fn`` may return the batch mean or each example's loss; chunks are weighted by
     their real sizes either way, so L is the mean over the whole set. Inputs that are dicts
     are passed as keyword arguments (``model(**batch)``).
+
+    Args:
+        model: the module (a DDP wrapper is unwrapped); never changed by an evaluation.
+        loss_fn: ``loss_fn(output, target)``, the training loss.
+        data: the evaluation set: (inputs, targets) tensors or arrays, a dataset, a
+            DataLoader of fixed batches, or a streamed set (docs/scale.md).
+        val_data: a validation set (inputs, targets): also allocate its loss change.
+        batch_size: examples per evaluation chunk (the set is reduced in float64 over them).
+        num_classes: the classes for per-class LCA (default: inferred from integer labels).
+        bn_policy: BatchNorm during evaluation: each chunk's statistics ("batch") or the
+            running ones ("running", their drift reported).
+        device: where to evaluate (default: the model's parameters' device).
+        resident_bytes: most bytes of the set kept on the device; a larger one is streamed.
+
+    Raises:
+        EmptyEvaluationSetError: ``data`` holds no example.
+        EvaluationDataError: inputs and targets that do not pair up, or labels the model
+            cannot have.
     """
 
     @classmethod
@@ -160,9 +178,9 @@ class TorchBackend(BackendBase):
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}
         self._dtype = dtypes.pop() if len(dtypes) == 1 else None
-        # leaf tensors are refilled at each θ, not rebuilt: building them costs ~0.1 ms, a
-        # few % of a small model's pass; a small model's are kept between calls too (a large
-        # one's would be a lasting copy of its parameters on the device)
+        # leaf tensors are refilled at each θ, not rebuilt (building them is a few % of a
+        # small model's pass, benchmarks/README.md); a small model's are kept between calls
+        # too (a large one's would be a lasting copy of its parameters on the device)
         param_bytes = sum(p.numel() * p.element_size() for p in self._params)
         self._keep_leaves = param_bytes <= KEEP_LEAVES_BYTES
         self._kept_leaves: _Leaves | None = None

@@ -1,4 +1,4 @@
-"""``lca demo --backend torch``: the shared digits MLP (see :mod:`lca_core.demo`) in a plain
+"""``lca demo --backend torch``: the shared digits MLP (see :mod:`lca_core.tools.demo`) in a plain
 PyTorch loop with ``lca_torch.Tracker``."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lca_core.demo import LAYERS, Experiment
-from lca_core.summary import Summary
+from lca_core.engine.summary import Summary
+from lca_core.tools.demo import LAYERS, Experiment
 
 from .tracker import Tracker
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from lca_core import EmptyEvaluationSetError
+from lca_core.backend_kit.evaluation_data import check_finite_inputs, resident_budget
 from lca_core.errors import EvaluationDataError
-from lca_core.evaluation_data import check_finite_inputs, resident_budget
 
 Chunk = tuple[Any, Any]
 Chunks = list[Chunk]

@@ -47,6 +47,9 @@ class LCACallback(LCACallbackBase, TrainerCallback):
     Each step's residual and % helped go into the trainer's logs as ``lca/residual`` and
     ``lca/pct_helped`` (``trainer.state.log_history``, and every callback listed after this
     one). ``batch_size`` defaults to the trainer's ``per_device_eval_batch_size``.
+
+    Args and errors: those of :class:`lca_core.callback.LCACallbackBase` (``data``,
+    ``store``, ``loss_fn``, the common options and this framework's).
     """
 
     _logged: int | None = None  # the step last written to the logs

@@ -26,6 +26,9 @@ class LCACallback(LCACallbackBase, Callback):
     The module's ``forward`` and ``loss_fn(output, target)`` (default: the module's
     ``loss_fn`` attribute) define the loss on the fixed evaluation set ``data``; each step's
     residual and % helped are logged as ``lca/residual`` and ``lca/pct_helped``.
+
+    Args and errors: those of :class:`lca_core.callback.LCACallbackBase` (``data``,
+    ``store``, ``loss_fn``, the common options and this framework's).
     """
 
     _in_step = False

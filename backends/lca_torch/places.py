@@ -1,8 +1,8 @@
 """Where a model keeps its parameters and buffers, to lend it other tensors for a while.
 
 ``torch.func.functional_call`` does the same at every call: it walks the model for tied
-weights, resolves every dotted name to its module and checks each swap — ~50 µs and ~250
-Python calls, several % of a small model's gradient pass. The places are found once here
+weights, resolves every dotted name to its module and checks each swap — several % of a
+small model's gradient pass (benchmarks/README.md). The places are found once here
 (every alias of a tied weight included); lending is then a dictionary write per place.
 """
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lca_core import Allocation
-from lca_core.contract import integration, resolve_options
+from lca_core.contract import integration
 from lca_core.layout import flat_vector
 from lca_core.tracker import Tracker as CoreTracker
 from lca_core.tracker import allocate_step
@@ -36,7 +36,19 @@ class Tracker(CoreTracker):
     """Allocates the loss change of every (``every``-th block of) optimizer step(s).
 
     ``loss_fn(output, target)`` may return the batch mean or each example's loss
-    (``reduction="none"``); both give the same L(θ). Options: see ``docs/api.md``.
+    (``reduction="none"``); both give the same L(θ).
+
+    Args:
+        model: the module being trained (its parameters are read, never changed).
+        loss_fn: ``loss_fn(output, target)``.
+        data: the fixed evaluation set (see :class:`TorchBackend`).
+        store: the run directory to write (None keeps only the summary in memory).
+        **options: the common options (docs/api.md) and ``bn_policy``, ``device``,
+            ``resident_bytes``.
+
+    Raises:
+        UnknownOptionError: an option no tracker takes (the message names the valid ones).
+        ValueError: options that cannot work with this model and data.
     """
 
     def __init__(
@@ -47,15 +59,12 @@ class Tracker(CoreTracker):
         store: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        opts = resolve_options(
-            {**options, "store": store}, "lca_torch.Tracker", type(self).framework_options
-        )
-        backend_options = {
-            k: opts[k] for k in ("val_data", "bn_policy", "device", "resident_bytes")
-        }
-        if opts["batch_size"] is not None:
-            backend_options["batch_size"] = opts["batch_size"]
-        self._setup(TorchBackend(model, loss_fn, data, **backend_options), opts)
+        self._build((model, loss_fn, data), store, options)
+
+    def make_backend(  # type: ignore[override]
+        self, model: nn.Module, loss_fn: LossFn, data: Any, **keywords: Any
+    ) -> TorchBackend:
+        return TorchBackend(model, loss_fn, data, **keywords)
 
     def flatten(self, params: Any) -> np.ndarray:
         """θ from a state-dict-like mapping (name → tensor) or the model itself."""
@@ -82,7 +91,14 @@ def allocate(
 ) -> Allocation:
     """LCA of one step ``before → after`` (mappings name → tensor, like a state dict).
 
-    ``lca`` maps each trainable parameter's name to a float64 tensor of its shape.
+    Args:
+        model, loss_fn, data: as for :class:`Tracker`.
+        before, after: the step's two points, name → tensor for every trainable parameter.
+        **options: the common options.
+
+    Returns:
+        An ``Allocation``: ``lca`` maps each trainable parameter's name to a float64 tensor
+        of its shape; ``residual`` is ΔL − Σ LCA; ``result`` the whole ``StepResult``.
     """
     tracker = Tracker(model, loss_fn, data, **options)
     result = allocate_step(tracker, before, after)

@@ -2,13 +2,14 @@
 
 They take a run (streamed over step chunks, never loading T × K at once) or plain arrays,
 and return small dataclasses with ``to_dict()``. :func:`analyze` runs every analysis of the
-registry (:mod:`.registry`) the run has data for.
+catalog (:mod:`.catalog`) the run has data for.
 """
 
 from __future__ import annotations
 
 from ._source import to_jsonable
 from .accuracy import Accuracy, ResidualStats, accuracy, first_order_residuals, residual_stats
+from .catalog import ANALYSES, Analysis, analyze, format_analysis
 from .helping import (
     HelpingFractions,
     ParameterHelping,
@@ -32,7 +33,6 @@ from .layers import (
 from .moments import Synchronization, class_synchronization, local_minima, synchronization
 from .oscillations import Oscillations, RunLengths, oscillations, run_lengths
 from .reconstruction import Reconstruction, loss_reconstruction
-from .registry import ANALYSES, Analysis, FigureSpec, analyze, format_analysis
 from .tails import TailMass, Tails, WeibullFit, fit_weibull, tails
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "Accuracy",
     "Analysis",
     "Concentration",
-    "FigureSpec",
     "Generalization",
     "HelpingFractions",
     "LayerTotals",

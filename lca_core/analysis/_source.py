@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..run import Run
+from ..storage.run import Run
 
 Source = Run | np.ndarray
 DEFAULT_CHUNK = 64

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..run import Run
-from ..summary import budget_used
+from ..engine.summary import budget_used
+from ..storage.run import Run
 from ._source import DEFAULT_CHUNK, Result
 
 

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layout import Layout, sign_counts
-from ..run import Run
-from ..summary import shares
+from ..layout import Layout, shares, sign_counts
+from ..storage.run import Run
 from ._source import DEFAULT_CHUNK, Result, Source, param_blocks
 
 

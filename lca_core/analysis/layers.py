@@ -9,7 +9,7 @@ import numpy as np
 from scipy import stats
 
 from ..layout import Layout
-from ..run import Run
+from ..storage.run import Run
 from ._source import DEFAULT_CHUNK, Result, Source, param_blocks
 
 

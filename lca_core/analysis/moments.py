@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InsufficientDataError
-from ..run import Run
+from ..storage.run import Run
 from ._source import Result
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..run import Run
+from ..storage.run import Run
 from ._source import DEFAULT_CHUNK, Result, param_blocks
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..run import Run
+from ..storage.run import Run
 from ._source import Result
 
 

@@ -1,4 +1,4 @@
-"""Each analysis as lines of terminal text (the registry says which renders which)."""
+"""Each analysis as lines of terminal text (the catalog says which renders which)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Figures for every analysis (matplotlib, Agg only: nothing pops up). Each returns a
-``matplotlib.figure.Figure``; :func:`animate_lca` writes the Fig 2 animation."""
+``matplotlib.figure.Figure``; :func:`animate_lca` writes the Fig 2 animation. The report's
+figures of each analysis are in :data:`FIGURES`."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from .distributions import (
     plot_lca_distribution,
     plot_parameter_helping,
 )
+from .figures import FIGURES, FigureSpec
 from .heatmaps import animate_lca, as_image, frame_steps, plot_lca_heatmaps
 from .moments import plot_class_synchronization, plot_synchronization
 
 __all__ = [
+    "FIGURES",
+    "FigureSpec",
     "animate_lca",
     "as_image",
     "frame_steps",

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from ..analysis import HelpingFractions, Reconstruction, helping_fractions, loss_reconstruction
-from ..run import Run
+from ..storage.run import Run
 from ._style import HELP, HURT, LOSS, ZERO, label, new_figure
 
 

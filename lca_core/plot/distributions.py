@@ -16,7 +16,7 @@ from ..analysis import (
     parameter_helping,
 )
 from ..analysis._source import Source, param_blocks
-from ..run import Run
+from ..storage.run import Run
 from ._style import HELP, HURT, ZERO, labels, new_figure
 
 

@@ -18,7 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..layout import ParamSpec
-from ..run import Run
+from ..storage.run import Run
 from ._style import LCA_CMAP, label, new_figure
 
 

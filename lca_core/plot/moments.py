@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..analysis import Synchronization, synchronization
-from ..run import Run
+from ..storage.run import Run
 from ._style import HELP, HURT, LOSS, labels, new_figure
 
 

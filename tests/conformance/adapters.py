@@ -1,4 +1,4 @@
-"""One adapter per installed framework for the reference problems of lca_core.conformance.
+"""One adapter per installed framework for the reference problems of lca_core.tools.conformance.
 
 A third-party backend adds its own function here (or in its own test suite) returning an
 ``Adapter`` for a problem, and runs ``test_conformance.py`` (see docs/backends.md). Each
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from lca_core import FunctionBackend
-from lca_core.conformance import Adapter, Problem, identity, transpose
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
+from lca_core.tools.conformance import Adapter, Problem, identity, transpose
 
 
 def function_adapter(problem: Problem) -> Adapter | None:

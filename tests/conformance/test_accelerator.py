@@ -10,7 +10,7 @@ import importlib.util
 
 import pytest
 
-from lca_core.conformance import compare, reference_problem, run_adapter
+from lca_core.tools.conformance import compare, reference_problem, run_adapter
 from tests.conformance.adapters import FRAMEWORK_ADAPTERS, cpu_and_accelerator
 
 FRAMEWORKS = [f for f in FRAMEWORK_ADAPTERS if importlib.util.find_spec(f) is not None]

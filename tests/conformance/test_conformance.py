@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from lca_core.conformance import compare, reference_problem, run_adapter
+from lca_core.tools.conformance import compare, reference_problem, run_adapter
 from tests.conformance.adapters import installed_adapters
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lca_core import open_run
-from lca_core.cli import main
+from lca_core.tools.cli import main
 
 BACKENDS = [b for b in ("torch", "tensorflow", "jax") if importlib.util.find_spec(b)]
 

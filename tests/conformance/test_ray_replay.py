@@ -13,9 +13,9 @@ import pytest
 
 import lca_core.parallel
 from lca_core import FunctionBackend, open_run, replay
-from lca_core.cli import main
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
 from lca_core.parallel import MAX_RANGE, ranges
+from lca_core.tools.cli import main
 
 ray = pytest.importorskip("ray")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -122,7 +122,7 @@ def test_the_cli_replays_on_ray(recorded, tmp_path, capsys):
     setup.write_text(
         "import numpy as np\n"
         "from lca_core import FunctionBackend\n"
-        "from lca_core.numpy_models import MLP\n"
+        "from lca_core.backend_kit.numpy_models import MLP\n"
         "def setup():\n"
         "    rng = np.random.default_rng(0)\n"
         "    x, y = rng.normal(size=(120, 6)), rng.integers(0, 3, 120)\n"

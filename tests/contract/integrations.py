@@ -118,7 +118,7 @@ class FunctionSession(Session):
     streams = False
 
     def __init__(self, dtype: str = "float32") -> None:
-        from lca_core.numpy_models import MLP
+        from lca_core.backend_kit.numpy_models import MLP
 
         self.x, self.y = problem()
         self.mlp = MLP((D, HIDDEN, C), activation="tanh")

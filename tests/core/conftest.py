@@ -3,7 +3,7 @@
 import pytest
 
 from lca_core import Allocator
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
 from tests.core.models import digits_like, sgd, with_validation
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from lca_core import FunctionBackend
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
 
 
 def cubic(seed: int, k: int):

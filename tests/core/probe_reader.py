@@ -24,7 +24,7 @@ def read_everything(path: str, report: bool) -> None:
             for _ in run.iter_array(name):
                 pass
     if report:
-        from lca_core.report import render_report
+        from lca_core.tools.report import render_report
 
         render_report(run, frames=2, progress=False)
 

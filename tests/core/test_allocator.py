@@ -13,8 +13,8 @@ from lca_core import (
     NonFiniteError,
     open_run,
 )
-from lca_core.evaluator import all_finite
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
+from lca_core.engine.evaluator import all_finite
 from tests.checks import gauss_legendre_lca
 from tests.core.models import (
     cubic,

@@ -8,8 +8,8 @@ from scipy import stats
 
 from lca_core import Allocator, FunctionBackend, open_run
 from lca_core import analysis as A
-from lca_core.cli import main
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
+from lca_core.tools.cli import main
 from tests.core.models import digits_like
 
 # -- helping -------------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lca_core import FunctionBackend, Tracker, open_run
-from lca_core.cli import main
-from lca_core.cost import SUBSET_PAYS_FROM_SECONDS, knobs
-from lca_core.estimate import estimate
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
+from lca_core.engine.cost import SUBSET_PAYS_FROM_SECONDS, knobs
+from lca_core.tools.cli import main
+from lca_core.tools.estimate import estimate
 from tests.core.models import digits_like, sgd
 
 
@@ -51,7 +51,7 @@ def test_a_forecast_is_logged_after_the_second_step_and_the_time_is_measured(tmp
 SETUP = """
 import numpy as np
 from lca_core import FunctionBackend
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
 from tests.core.models import digits_like
 
 def setup():

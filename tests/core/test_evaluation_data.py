@@ -4,14 +4,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lca_core import EmptyEvaluationSetError
-from lca_core.backend_kit import BackendBase
-from lca_core.errors import EvaluationDataError
-from lca_core.evaluation_data import (
+from lca_core.backend_kit.base import BackendBase
+from lca_core.backend_kit.evaluation_data import (
     check_evaluation_data,
     check_finite_inputs,
     infer_num_classes,
     pad_chunks,
 )
+from lca_core.errors import EvaluationDataError
 
 
 @given(st.integers(1, 60), st.integers(1, 16), st.integers(1, 5), st.integers(0, 10**6))

@@ -10,9 +10,9 @@ from PIL import Image, ImageSequence
 from lca_core import ParamSpec, open_run
 from lca_core import analysis as A
 from lca_core import plot as P
-from lca_core.cli import main
 from lca_core.errors import OutputError
-from lca_core.report import FIGURES, save_figures, write_report
+from lca_core.tools.cli import main
+from lca_core.tools.report import FIGURES, save_figures, write_report
 
 
 def lines_of(ax):
@@ -286,12 +286,12 @@ def test_the_report_checks_the_figure_files_before_any_work(
 ):
     """One analysis serves the page and the figures; a figure file lca did not write stops
     the command before the report is written."""
-    import lca_core.report
+    import lca_core.tools.report
 
     calls = []
-    analyze = lca_core.report.analyze
+    analyze = lca_core.tools.report.analyze
     monkeypatch.setattr(
-        lca_core.report, "analyze", lambda *a, **k: calls.append(1) or analyze(*a, **k)
+        lca_core.tools.report, "analyze", lambda *a, **k: calls.append(1) or analyze(*a, **k)
     )
     figs = tmp_path / "figs"
     figs.mkdir()

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lca_core import Evaluation
-from lca_core.quadrature import (
+from lca_core.engine.quadrature import (
     NestedSum,
     initial_panels,
     integrate,

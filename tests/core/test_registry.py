@@ -8,7 +8,7 @@ from importlib.metadata import EntryPoint
 import numpy as np
 import pytest
 
-import lca_core.registry as registry
+import lca_core.backend_kit.plugins as registry
 from lca_core import (
     FunctionBackend,
     UnknownBackendError,
@@ -16,8 +16,8 @@ from lca_core import (
     create_backend,
     load_backend,
 )
-from lca_core.cli import main
-from lca_core.registry import framework_installed
+from lca_core.backend_kit.plugins import framework_installed
+from lca_core.tools.cli import main
 from tests.core.models import cubic
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
@@ -74,7 +74,7 @@ def test_explicit_backend_wins(monkeypatch):
 def test_lca_info_lists_backends_and_frameworks(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "function" in out and "lca_core.function_backend:FunctionBackend" in out
+    assert "function" in out and "lca_core.backend_kit.function_backend:FunctionBackend" in out
     assert set(available_backends()) <= set(out.split())
     assert "numpy" in out and "frameworks:" in out
     # frameworks are told by import, whichever distribution installed them (the backends'
@@ -91,7 +91,7 @@ def test_lca_info_lists_backends_and_frameworks(capsys):
 def test_module_versions_come_from_whichever_distribution_provides_them(monkeypatch):
     from importlib.metadata import version
 
-    from lca_core import cli
+    from lca_core.tools import cli
 
     assert cli.module_version("numpy") == version("numpy")
     assert cli.module_version("no_such_module_here") is None

@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lca_core import Allocator, FunctionBackend, Layout, ParamSpec, open_run
-from lca_core.cli import main
 from lca_core.errors import (
     CorruptRunError,
     MetadataError,
@@ -27,8 +26,9 @@ from lca_core.errors import (
     RunExistsError,
     RunLockedError,
 )
-from lca_core.outputs import check_output
-from lca_core.report import write_report
+from lca_core.storage.outputs import check_output
+from lca_core.tools.cli import main
+from lca_core.tools.report import write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = ROOT / "tests" / "core" / "probe_reader.py"
@@ -306,6 +306,13 @@ HOSTILE = {
     "non-UTF-8 metadata": lambda run: (run / "zarr.json").write_bytes(b'{"\xff\xfe": 1}'),
     "missing array": lambda run: shutil.rmtree(run / "drift"),
     "NaN written into a committed row": nan_row,
+    "budget NaN in the config": attrs(
+        lambda a: a["lca"]["config"].__setitem__("budget", float("nan"))
+    ),
+    "every a string in the config": attrs(lambda a: a["lca"]["config"].__setitem__("every", "2")),
+    "a flag that is a number in the config": attrs(
+        lambda a: a["lca"]["config"].__setitem__("per_class", 1)
+    ),
 }
 
 

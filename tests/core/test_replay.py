@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lca_core import Allocator, FunctionBackend, open_run, replay
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
 from lca_core.protocol import Snapshot
 from tests.core.models import digits_like, sgd
 
@@ -17,7 +17,7 @@ def setup():
 
 def record(path, backend, traj):
     """Record-only: the trajectory, no gradient passes."""
-    from lca_core.store import RunWriter, array_specs
+    from lca_core.storage.store import RunWriter, array_specs
 
     writer = RunWriter(
         path, backend.layout, array_specs(backend.layout, store_trajectory=True, lca=False)

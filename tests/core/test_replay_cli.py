@@ -5,13 +5,13 @@ import itertools
 import numpy as np
 
 from lca_core import FunctionBackend, Tracker, open_run
-from lca_core.cli import main
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
+from lca_core.tools.cli import main
 from tests.core.models import digits_like, sgd
 
 SETUP = """
 from lca_core import FunctionBackend
-from lca_core.numpy_models import MLP
+from lca_core.backend_kit.numpy_models import MLP
 from tests.core.models import digits_like
 
 

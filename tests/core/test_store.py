@@ -23,8 +23,8 @@ from lca_core import (
     ParamSpec,
     open_run,
 )
-from lca_core.numpy_models import MLP
-from lca_core.store import RunWriter, array_specs, committed_counts
+from lca_core.backend_kit.numpy_models import MLP
+from lca_core.storage.store import RunWriter, array_specs, committed_counts
 from tests.core.models import digits_like, sgd
 
 shapes = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
@@ -121,10 +121,10 @@ def test_a_run_killed_mid_write_reopens_whole_and_resumes(tmp_path):
     script.write_text(
         textwrap.dedent(f"""
         import numpy as np
-        import lca_core.store
-        lca_core.store.MAX_CHUNK_STEPS = 4   # commit every 4 steps
+        import lca_core.storage.store
+        lca_core.storage.store.MAX_CHUNK_STEPS = 4   # commit every 4 steps
         from lca_core import Allocator, FunctionBackend
-        from lca_core.numpy_models import MLP
+        from lca_core.backend_kit.numpy_models import MLP
         from tests.core.models import digits_like, sgd
         x, y = digits_like(0)
         mlp = MLP((16, 8, 4))

@@ -8,10 +8,10 @@ import pytest
 from scipy import stats
 
 from lca_core import Allocator, FunctionBackend, Tracker, open_run
-from lca_core.evaluation_data import subset_index
-from lca_core.numpy_models import MLP
-from lca_core.quadrature import nodes, weights
-from lca_core.step import layer_stderr
+from lca_core.backend_kit.evaluation_data import subset_index
+from lca_core.backend_kit.numpy_models import MLP
+from lca_core.engine.quadrature import nodes, weights
+from lca_core.engine.step import layer_stderr
 from tests.core.models import digits_like, sgd
 
 

@@ -62,7 +62,7 @@ def test_non_trainable_state_is_refused_with_advice(digits):
 
 def test_lca_demo_runs_on_keras_jax(tmp_path, capsys):
     from lca_core import open_run
-    from lca_core.cli import main
+    from lca_core.tools.cli import main
 
     out = tmp_path / "demo"
     argv = ["demo", "--backend", "keras-jax", "--out", str(out), "--steps", "3", "--frames", "2"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lca_core.demo import digits_split
+from lca_core.tools.demo import digits_split
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 import numpy as np
 
 from lca_core import open_run
-from lca_core.cli import main
-from lca_core.report import FIGURES
+from lca_core.tools.cli import main
+from lca_core.tools.report import FIGURES
 
 
 def test_lca_demo_trains_writes_a_run_and_prints_the_summary(tmp_path, capsys):

@@ -14,7 +14,7 @@ import warnings
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from .errors import LCAError, UnknownBackendError
+from ..errors import LCAError, UnknownBackendError
 
 GROUP = "lca.backends"
 

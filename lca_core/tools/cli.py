@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from typing import Any
 
-from ._version import __version__
-from .errors import LCAError
-from .registry import available_backends, framework_installed
+from .._version import __version__
+from ..backend_kit.plugins import available_backends, framework_installed
+from ..errors import LCAError
 
 MODULES = (
     "numpy",
@@ -83,7 +83,7 @@ def load_setup(spec: str) -> Any:
 
 def setup_backend(args: argparse.Namespace) -> Any:
     """The backend a ``--setup`` file describes: a ready one, or a tuple for ``--backend``."""
-    from .registry import create_backend
+    from ..backend_kit.plugins import create_backend
 
     made = load_setup(args.setup)
     if not isinstance(made, tuple):
@@ -103,7 +103,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Allocate the steps of a record-only run (resumable: rerun to continue)."""
-    from .replay import replay
+    from ..replay import replay
 
     summary = replay(
         args.run,
@@ -124,9 +124,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Every analysis the run has data for, as a table; everything as JSON on request."""
-    from .analysis import analyze, format_analysis, to_jsonable
-    from .outputs import check_output, write_text
-    from .run import open_run
+    from ..analysis import analyze, format_analysis, to_jsonable
+    from ..storage.outputs import check_output, write_text
+    from ..storage.run import open_run
 
     target = check_output(args.json, force=args.force) if args.json else None
     results = analyze(open_run(args.run), seed=args.seed)

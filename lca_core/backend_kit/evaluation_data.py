@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import EmptyEvaluationSetError, EvaluationDataError
+from ..errors import EmptyEvaluationSetError, EvaluationDataError
 
 
 def check_evaluation_data(

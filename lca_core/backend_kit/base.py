@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..layout import Layout
+from ..protocol import Backend, Evaluation, Snapshot
 from .evaluation_data import (
     PaddedChunks,
     check_labels,
@@ -24,8 +26,6 @@ from .evaluation_data import (
     set_name,
     subset_index,
 )
-from .layout import Layout
-from .protocol import Backend, Evaluation, Snapshot
 
 #: how BatchNorm normalises during evaluation: each fixed chunk's statistics, or the
 #: running ones (then their drift between steps is measured and reported)
@@ -46,22 +46,12 @@ class BackendBase(Backend):
     layout: Layout
     num_classes: int | None = None
     splits: tuple[str, ...] = ("train",)
-    #: with ``eval_subset``: its size, the full size, seed, groups and their weights
     subset: dict[str, Any] | None = None
-    #: whether this process writes the run: in a data-parallel job every process evaluates
-    #: its shard and gets the same allocation, and only one (rank 0) writes
-    writes: bool = True
     _groups: Mapping[str, np.ndarray] = {}
 
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:
         return False
-
-    def from_writer(self, value: Any) -> Any:
-        """The writing process's ``value``, in every process of a data-parallel job (a
-        collective call: every process makes it); alone, one's own. A job's other processes
-        open no store, so they take the state a resumed run continues from this way."""
-        return value
 
     def hold_sets(
         self, sets: Mapping[str, Any], labels: Any = None, num_classes: int | None = None
@@ -85,6 +75,12 @@ class BackendBase(Backend):
         if split in self._groups:
             return self._groups[split]
         return np.asarray(self.labels(split), dtype=np.int64)
+
+    def examples(self, split: str = "train") -> int | None:
+        try:
+            return len(self.sets[split][0])
+        except (KeyError, TypeError, IndexError):
+            return None
 
     def labels(self, split: str) -> Any:
         """The split's targets as a host array (array sets hold (inputs, targets))."""

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cost import _duration, knobs
-from .evaluator import step_evaluator
-from .protocol import Backend
+from ..engine.cost import _duration, knobs
+from ..engine.evaluator import step_evaluator
+from ..protocol import Backend
 
 #: points evaluated per allocated step, fewest and most before refinement (refined steps add
 #: n new nodes when n panels double); a point costs a pass per split
@@ -88,15 +88,14 @@ def estimate(
     first, compiling one) at ``backend``'s current parameters; with ``eval_subset``, the
     full set's too, to show what the subset saves. The model is not changed."""
     theta = np.asarray(backend.snapshot().theta, dtype=np.float64)
-    validation = "val" in getattr(backend, "splits", ())
+    validation = "val" in backend.splits
     full = None
     if eval_subset is not None:
         full = statistics.median(_pass_seconds(backend, theta, validation, repeats)[1:])
-        backend.use_subset(eval_subset)  # type: ignore[attr-defined]
+        backend.use_subset(eval_subset)
     times = _pass_seconds(backend, theta, validation, repeats)
-    sets = getattr(backend, "sets", {})
-    examples = int(backend.policy().get("eval_samples", 0)) or _length(sets.get("train"))
-    subset = getattr(backend, "subset", None)
+    examples = int(backend.policy().get("eval_samples", 0)) or backend.examples("train") or 0
+    subset = backend.subset
     return Estimate(
         times[0],
         statistics.median(times[1:]),
@@ -119,10 +118,3 @@ def _pass_seconds(
         evaluate.point(theta, None, "the current parameters")
         times.append((time.perf_counter() - started) / len(evaluate.splits))
     return times
-
-
-def _length(train: object) -> int:
-    try:
-        return len(train[0])  # type: ignore[index]
-    except (TypeError, IndexError):
-        return 0

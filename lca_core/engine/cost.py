@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 LOG = logging.getLogger("lca")
 #: a full-set pass must take at least this long for ``eval_subset`` to pay: a subset pass is
-#: 16 group passes (for its error bars), each with the fixed cost of a call (~1 ms on a CPU).
-#: Measured (benchmarks/results/subsets.md): at 10 %, a 2 ms pass (1.8k examples) became
-#: 3–4× slower, a 0.2 s pass (60k) ~5× faster
+#: 16 group passes (for its error bars), each with the fixed cost of a call (the
+#: measurements behind it: benchmarks/README.md)
 SUBSET_PAYS_FROM_SECONDS = 0.05
 
 
@@ -80,6 +79,8 @@ class CostMeter:
         self.lca_seconds = 0.0
         self._first: float | None = None
         self._marks: list[tuple[float, float, int]] = []  # (wall, lca, passes) per step
+        #: the run's forecast, made (and logged) once, as soon as two steps are measured
+        self.first_forecast: Forecast | None = None
 
     @contextmanager
     def measure(self) -> Iterator[None]:
@@ -93,6 +94,19 @@ class CostMeter:
 
     def mark_step(self, passes: int) -> None:
         self._marks.append((time.perf_counter(), self.lca_seconds, passes))
+
+    def step_done(
+        self, passes: int, steps_ahead: int | None, *, rule: str, subset: bool = False
+    ) -> Forecast | None:
+        """Mark an allocated step; the first time a forecast can be made, make it, log it
+        on the ``lca`` logger and return it (None on every other step)."""
+        self.mark_step(passes)
+        if self.first_forecast is not None:
+            return None
+        self.first_forecast = self.forecast(steps_ahead, rule=rule, subset=subset)
+        if self.first_forecast is not None:
+            LOG.info("%s", self.first_forecast)
+        return self.first_forecast
 
     @property
     def training_seconds(self) -> float:

@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .layout import Layout, sign_counts
-from .protocol import Evaluation
+from ..layout import Layout, shares, sign_counts
+from ..protocol import Evaluation
 from .quadrature import PathIntegral
-from .summary import shares
 
 
 @dataclass

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MetadataError
-from .protocol import Backend, Evaluation
+from ..engine.step import StepResult
+from ..engine.summary import RunningSummary
+from ..errors import MetadataError
+from ..options import Options
+from ..protocol import Backend, Evaluation
 from .run import open_run
-from .step import StepResult
 from .store import RunWriter, array_specs, is_run
 
 #: the step arrays a resumed run's running summary continues from
@@ -44,23 +46,18 @@ def json_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Recorder:
-    """Writes one run: the allocation results per step and, when asked (or in a record-only
-    run, alone), the trajectory θ_t. ``config`` is the allocator's, stored in the run."""
+    """Writes one run into ``options.store``: the allocation results per step and, when
+    asked (or in a record-only run, alone), the trajectory θ_t. ``config`` is what the run
+    records of how it was allocated (the stored options and the facts of the run)."""
 
-    def __init__(
-        self,
-        store: str | os.PathLike[str],
-        backend: Backend,
-        config: Mapping[str, Any],
-        *,
-        metadata: Mapping[str, Any] | None = None,
-        resume: bool = False,
-        overwrite: bool = False,
-    ) -> None:
-        self.record_only = bool(config["record_only"])
-        self.per_class, self.validation = bool(config["per_class"]), bool(config["validation"])
-        self.store_params, self.store_grads = config["store_params"], config["store_grads"]
-        self.store_trajectory = bool(config["store_trajectory"])
+    def __init__(self, backend: Backend, options: Options, config: Mapping[str, Any]) -> None:
+        if options.store is None:
+            raise ValueError("a Recorder needs options.store, the run directory to write")
+        store = options.store
+        self.record_only = options.record_only
+        self.per_class, self.validation = options.per_class, bool(config["validation"])
+        self.store_params, self.store_grads = options.store_params, options.store_grads
+        self.store_trajectory = options.store_trajectory or options.record_only
         num_classes = backend.num_classes if self.per_class else None
         specs = array_specs(
             backend.layout,
@@ -76,14 +73,14 @@ class Recorder:
             "config": dict(config),
             "policy": dict(backend.policy()),
             "backend": type(backend).__name__,
-            "metadata": json_metadata(metadata or {}),
+            "metadata": json_metadata(options.metadata or {}),
             "num_classes": num_classes,
         }
-        mode = "a" if resume and is_run(store) else "w"
+        mode = "a" if options.resume and is_run(store) else "w"
         if mode == "a":
             open_run(store)  # validates and reads the committed rows: never extend a damaged run
         self.writer = RunWriter(
-            store, backend.layout, specs, attrs=attrs, mode=mode, overwrite=overwrite
+            store, backend.layout, specs, attrs=attrs, mode=mode, overwrite=options.overwrite
         )
 
     @property
@@ -91,11 +88,12 @@ class Recorder:
         """Steps the run holds (recorded ones in a record-only run): where it continues."""
         return self.writer.recorded if self.record_only else self.writer.steps
 
-    def committed(self) -> dict[str, np.ndarray] | None:
-        """A resumed run's committed summary arrays (None when it has no allocated step)."""
+    def restore(self, running: RunningSummary) -> None:
+        """Continue ``running`` from a resumed run's committed steps (nothing to do for a
+        new run, or one with no allocated step)."""
         if self.record_only or not self.writer.steps:
-            return None
-        return {name: self.writer.committed(name) for name in SUMMARY_ARRAYS}
+            return
+        running.restore({name: self.writer.committed(name) for name in SUMMARY_ARRAYS})
 
     def start(self, theta: np.ndarray, evals: Mapping[str, Evaluation] | None) -> None:
         """The point the run starts (or resumes) from."""

@@ -13,13 +13,15 @@ from typing import Any
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from ._version import __version__
-from .analysis import ANALYSES, Analysis, FigureSpec, analyze
-from .outputs import HTML_MARK, PNG_METADATA, check_output, write_text
-from .run import Run, open_run
+from .._version import __version__
+from ..analysis import ANALYSES, Analysis, analyze
+from ..plot.figures import FIGURES as FIGURES_OF
+from ..plot.figures import FigureSpec
+from ..storage.outputs import HTML_MARK, PNG_METADATA, check_output, write_text
+from ..storage.run import Run, open_run
 
-#: every figure of the report, in order: (analysis, figure) from the registry
-FIGURES = [(a, f) for a in ANALYSES for f in a.figures]
+#: every figure of the report, in order: each analysis joined with its figures
+FIGURES = [(a, f) for a in ANALYSES for f in FIGURES_OF.get(a.key, ())]
 
 
 def _data_url(image: Figure | bytes) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .protocol import Evaluation
+from ..protocol import Evaluation
 
 RULES: tuple[str, ...] = ("first_order", "trapezoid", "simpson", "auto")
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorruptRunError, LCAError
-from .layout import Layout
+from ..errors import CorruptRunError, LCAError
+from ..layout import Layout
+from ..options import Options
 from .lock import LCA_FILES
 from .store import COMMIT_KEY, ArraySpec, array_specs, require_group_file, run_meta
 
@@ -47,6 +48,8 @@ class Checked:
     layout: Layout
     specs: dict[str, ArraySpec]
     rows: dict[str, int]
+    #: the options the run was recorded with
+    options: Options
 
 
 @contextmanager
@@ -134,13 +137,26 @@ def _layout(meta: Mapping[str, Any], where: Path) -> Layout:
     return layout
 
 
-def _expected(
-    meta: Mapping[str, Any], layout: Layout, counters: Mapping[str, int], where: Path
-) -> dict[str, ArraySpec]:
-    """Each array the run must hold, by name, from its counters and options."""
+def _options(meta: Mapping[str, Any], where: Path) -> Options:
+    """The run's stored options, each of a type and range an allocator writes."""
     config = meta.get("config", {})
     if not isinstance(config, dict):
         raise CorruptRunError(f"{where}: the run's config is not a JSON object")
+    try:
+        return Options.from_config(config)
+    except ValueError as exc:
+        raise CorruptRunError(f"{where}: the run's config is damaged: {exc}") from exc
+
+
+def _expected(
+    meta: Mapping[str, Any],
+    options: Options,
+    layout: Layout,
+    counters: Mapping[str, int],
+    where: Path,
+) -> dict[str, ArraySpec]:
+    """Each array the run must hold, by name, from its counters and options."""
+    config = meta.get("config", {})
     num_classes = meta.get("num_classes")
     if num_classes is not None and (
         not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
@@ -150,10 +166,10 @@ def _expected(
     recorded = counters["trajectory"] > 0 or counters["trajectory_started"] > 0
     specs = array_specs(
         layout,
-        num_classes=num_classes if config.get("per_class") else None,
+        num_classes=num_classes if options.per_class else None,
         validation=bool(config.get("validation")),
-        store_params=bool(config.get("store_params")),
-        store_grads=bool(config.get("store_grads")),
+        store_params=options.store_params,
+        store_grads=options.store_grads,
         stderr=config.get("eval_subset") is not None,
         store_trajectory=recorded,
         lca=allocated,
@@ -208,7 +224,8 @@ def check_run(root: Path) -> Checked:
     meta, version = run_meta(root, attributes)
     counters = _counters(attributes, root / "zarr.json")
     layout = _layout(meta, root / "zarr.json")
-    expected = _expected(meta, layout, counters, root / "zarr.json")
+    options = _options(meta, root / "zarr.json")
+    expected = _expected(meta, options, layout, counters, root / "zarr.json")
     rows: dict[str, int] = {}
     for name, spec in expected.items():
         n = counters[spec.stream] + int(spec.point and counters[f"{spec.stream}_started"] > 0)
@@ -216,4 +233,4 @@ def check_run(root: Path) -> Checked:
             raise CorruptRunError(f"{root}: the array {name!r} that the run commits is missing")
         check_array(root, name, spec, n, files, version)
         rows[name] = n
-    return Checked(counters, layout, expected, rows)
+    return Checked(counters, layout, expected, rows, options)

@@ -2,7 +2,7 @@
 
 Everything returned stops at the last committed step, so a run that is still being written,
 or one that was killed, reads as a whole run of fewer steps. Nothing on disk is trusted:
-:func:`~lca_core.integrity.check_run` validates the store when it is opened, the per-step
+:func:`~lca_core.storage.integrity.check_run` validates the store when it is opened, the per-step
 arrays are read (and checked finite) then, and the per-parameter arrays are checked as they
 are read; any damage is a :class:`~lca_core.errors.CorruptRunError`.
 """
@@ -16,25 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from .contract import DEFAULT_BUDGET
-from .errors import CorruptRunError
+from ..engine.summary import Summary, summarize
+from ..errors import CorruptRunError
+from ..options import Options
 from .integrity import check_run, reading
-from .store import WIDE_ROW_BYTES, open_group
-from .summary import Summary, summarize
-
-#: the option that makes a run store an opt-in array (by name prefix)
-_OPT_IN = {
-    "param_lca": "store_params=True",
-    "grads": "store_grads=True",
-    "theta": "store_trajectory=True (or record_only=True)",
-    "class_": "per_class=True",
-    "val_": "val_data=(inputs, targets)",
-    "layer_lca_stderr": "eval_subset=n",
-}
+from .store import WIDE_ROW_BYTES, open_group, recorded_by
 
 
 class Run:
-    """A run store opened for reading (see :func:`open_run`)."""
+    """A run store opened for reading (see :func:`open_run`): the per-step arrays
+    (``losses``, ``layer_lca``, ``residuals``, …), the opt-in ones through
+    :meth:`array` and :meth:`param_lca`, the options it was recorded with, its summary.
+    Accessing an array the run did not store raises a KeyError naming the option that
+    records it."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -48,6 +42,7 @@ class Run:
         #: number of recorded trajectory steps (θ_0…θ_n has n+1 rows)
         self.recorded_steps = counters["trajectory"]
         self.layout = checked.layout
+        self._options = checked.options
         # the per-step arrays are small: read once, checked, kept
         self._narrow = {
             name: self._read(name, slice(0, rows))
@@ -71,7 +66,14 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
+        """How the run was allocated, as stored: the stored options and the run's facts
+        (``validation``, ``eval_subset``'s groups, ``lca_version``)."""
         return dict(self._meta.get("config", {}))
+
+    @property
+    def options(self) -> Options:
+        """The options the run was recorded with (those a run stores; checked on open)."""
+        return self._options
 
     def has(self, name: str) -> bool:
         return name in self._rows
@@ -91,7 +93,7 @@ class Run:
 
     def _require(self, name: str) -> None:
         if not self.has(name):
-            ask = next((how for prefix, how in _OPT_IN.items() if name.startswith(prefix)), None)
+            ask = recorded_by(name)
             raise KeyError(
                 f"{self.path} has no {name!r}; stored: {sorted(self._rows)}. "
                 + (
@@ -225,9 +227,9 @@ class Run:
             converged=self.converged if allocated else np.zeros(0, bool),
             layer_counts=self.layer_counts if allocated else np.zeros((0, n, 3), np.int64),
             layers=self.layers,
-            budget=float(self.config.get("budget", DEFAULT_BUDGET)),
+            budget=self.options.budget,
             gradient_passes=int(passes) if _count(passes) else None,
-            recorded_steps=self.recorded_steps if self.config.get("record_only") else 0,
+            recorded_steps=self.recorded_steps if self.options.record_only else 0,
             lca_seconds=_seconds(self._meta.get("lca_seconds")),
             training_seconds=_seconds(self._meta.get("training_seconds")),
         )
@@ -244,5 +246,17 @@ def _count(value: Any) -> bool:
 
 
 def open_run(path: str | os.PathLike[str]) -> Run:
-    """Open a run store for reading; raises NotARunError / FormatVersionError with advice."""
+    """Open a run store for reading, in any process, with no framework installed.
+
+    Args:
+        path: the run directory (the ``store`` a tracker wrote).
+
+    Returns:
+        The :class:`Run`; it reads only committed steps.
+
+    Raises:
+        NotARunError: ``path`` is not an lca run.
+        FormatVersionError: a run written by a newer lca.
+        CorruptRunError: a damaged or hostile store (checked before anything is read).
+    """
     return Run(path)

@@ -17,16 +17,27 @@ from typing import Any
 
 import numpy as np
 
-from .backend_kit import BackendBase
+from ..layout import Layout
+from ..protocol import Evaluation, Snapshot
+from .base import BackendBase
 from .evaluation_data import array_sets
-from .layout import Layout
-from .protocol import Evaluation, Snapshot
 
 LossAndGrad = Callable[..., tuple[float, np.ndarray]]
 
 
 class FunctionBackend(BackendBase):
-    """Evaluates a user's ``loss_and_grad`` at flat float64 parameter vectors."""
+    """Evaluates a user's ``loss_and_grad`` at flat float64 parameter vectors.
+
+    Args:
+        loss_and_grad: ``loss_and_grad(theta)`` or, with ``data``, ``loss_and_grad(theta,
+            x, y)`` → (mean loss, gradient of length K).
+        theta0: the starting parameters, flat or a mapping name → array (fixes the layout).
+        layout: the parameters' names, shapes and layers (default: from ``theta0``).
+        data: an evaluation set (inputs, targets) handed to ``loss_and_grad``.
+        val_data: a validation set, evaluated the same way.
+        per_class: ``per_class(theta)`` → weighted class losses (C,) and gradients (C, K).
+        num_classes: the classes for per-class LCA (default: inferred from labels).
+    """
 
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .allocator import Allocator
-from .protocol import Backend
-from .run import open_run
+from ..allocator import Allocator
+from ..protocol import Backend
+from ..storage.run import open_run
 
 Orient = Callable[[np.ndarray], np.ndarray]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import OutputError
+from ..errors import OutputError
 from .store import is_run
 
 #: written at the start of every file lca produces, so lca knows it may replace it

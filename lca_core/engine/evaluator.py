@@ -9,20 +9,20 @@ cannot be allocated), and every pass is counted, so results say what they cost.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
 
-from .errors import (
+from ..errors import (
     EvaluationDataError,
     LayoutMismatchError,
     LCAError,
     NondeterministicLossError,
     NonFiniteError,
 )
-from .protocol import Backend, Evaluation
-from .quadrature import NodeEvaluator
+from ..protocol import Backend, Evaluation
+from .quadrature import NodeEvaluator, PathIntegral, integrate
 
 
 class CheckedEvaluator:
@@ -133,6 +133,55 @@ class CheckedEvaluator:
 
         return evaluate
 
+    def path_integral(
+        self,
+        rule: str,
+        start: Mapping[str, Evaluation],
+        theta0: np.ndarray,
+        delta: np.ndarray,
+        theta1: np.ndarray,
+        state: Any,
+        step: int,
+        *,
+        tol: float,
+        max_panels: int,
+        parts: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> PathIntegral:
+        """The step θ_0 → θ_1 = θ_0 + Δ's integral of the gradient (:func:`integrate`),
+        checked: a step whose parameters are NaN or infinite is named as divergence, a
+        non-finite gradient along it as such."""
+        where = f"step {step}"
+        nodes = self.along(theta0, delta, theta1, state, where)
+        try:
+            integral = integrate(
+                rule, dict(start), delta, nodes, tol=tol, max_panels=max_panels, parts=parts
+            )
+        except Exception as exc:  # a NaN in θ_1 fails its evaluation: name the cause
+            if not all_finite(theta1):
+                raise diverged(step) from exc
+            raise
+        self._check_path(integral, theta1, rule, step)
+        return integral
+
+    def _check_path(self, integral: PathIntegral, theta1: np.ndarray, rule: str, step: int) -> None:
+        """θ_1 and the gradients along the path, checked through the residual they enter: a
+        NaN or an infinity in Δ or in any gradient reaches Σ Δ·ḡ, so a finite residual
+        clears them all at the cost of one scalar (θ_1 and ḡ are looked at only when it is
+        not). A gradient that enters no residual (the end's under ``first_order``, the
+        per-class parts) is checked on its own."""
+        where = f"step {step}"
+        for split, grads in integral.grads.items():
+            if not math.isfinite(integral.residuals[split]):
+                if not all_finite(theta1):
+                    raise diverged(step)
+                if not all_finite(grads.value()):
+                    self.refuse_non_finite(split, "gradient", where)
+            parts = integral.class_grads[split]
+            if parts is not None and not all_finite(parts.value()):
+                self.refuse_non_finite(split, "gradient", where)
+            if rule == "first_order" and not all_finite(integral.end[split].grad):
+                self.refuse_non_finite(split, "gradient", f"θ_{step + 1}")
+
     def _deterministic(self, theta: np.ndarray, state: Any, where: str) -> Evaluation:
         """Evaluate θ three times — twice in one call (a backend that restores the RNG
         state between calls cannot hide a stochastic loss) and once alone (nor can one that
@@ -163,6 +212,14 @@ def _point(theta0: np.ndarray, s: float, delta: np.ndarray) -> np.ndarray:
     return point
 
 
+def diverged(step: int) -> NonFiniteError:
+    """The error for an optimizer step that made the parameters NaN or infinite."""
+    return NonFiniteError(
+        f"the optimizer step {step} produced NaN or infinite parameters; "
+        "training diverged. Lower the learning rate or clip gradients."
+    )
+
+
 def all_finite(values: np.ndarray) -> bool:
     """No NaN or infinity in ``values``: one sum settles it unless that overflows (a NaN or
     an infinity always reaches the sum), without a K-long temporary on the usual path."""
@@ -178,5 +235,5 @@ def step_evaluator(
     by class where asked, and by group on a subset (``eval_subset``), whose error bars come
     from its groups' spread."""
     splits = ("train", "val") if validation else ("train",)
-    grouped = per_class or getattr(backend, "subset", None) is not None
+    grouped = per_class or backend.subset is not None
     return CheckedEvaluator(backend, splits, per_class=grouped, determinism_rtol=determinism_rtol)

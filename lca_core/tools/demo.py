@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import LCAError
-from .summary import Summary
+from ..engine.summary import Summary
+from ..errors import LCAError
 
 SIZES = (64, 100, 50, 10)
 LAYERS = ("fc1", "fc2", "fc3")
@@ -104,8 +104,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def check_out(out: Path) -> None:
     """Refuse, before any work, an --out that is not empty and not an lca run."""
-    from .lock import LCA_FILES
-    from .store import is_run
+    from ..storage.lock import LCA_FILES
+    from ..storage.store import is_run
 
     if out.exists() and not out.is_dir():
         raise LCAError(f"--out {out} is a file; give a directory for the run")
@@ -118,7 +118,7 @@ def check_out(out: Path) -> None:
 
 def demo_module(backend: str) -> Any:
     """The ``demo`` module of the package that provides backend ``backend``."""
-    from .registry import load_backend
+    from ..backend_kit.plugins import load_backend
 
     package = load_backend(backend).__module__.split(".")[0]
     try:
@@ -156,9 +156,9 @@ class Experiment:
 
 def run(args: argparse.Namespace, train: Callable[..., Summary] | None = None) -> int:
     """Train with the chosen backend, print the summary, write the report beside the run."""
-    from .outputs import check_output
+    from ..storage.outputs import check_output
+    from ..storage.store import replace_run
     from .report import write_report
-    from .store import replace_run
 
     check_arguments(args)
     train = train or demo_module(args.backend).train

@@ -19,7 +19,7 @@ from typing import Any
 
 import filelock
 
-from .errors import RunLockedError
+from ..errors import RunLockedError
 
 LOCK_FILE = ".lca-lock"
 HOLDER_FILE = ".lca-writer.json"

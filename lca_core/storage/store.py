@@ -27,14 +27,14 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from .errors import (
+from ..errors import (
     CorruptRunError,
     FormatVersionError,
     LayoutMismatchError,
     NotARunError,
     RunExistsError,
 )
-from .layout import Layout, common_dtype
+from ..layout import Layout, common_dtype
 from .lock import LCA_FILES, WriterLock
 
 FORMAT = "lca-run"
@@ -122,6 +122,23 @@ def array_specs(
     if store_trajectory:
         specs.append(ArraySpec("theta", (k,), trajectory_dtype(layout), stream="trajectory"))
     return specs
+
+
+#: the option a run is recorded with to hold each opt-in array (by name prefix: the
+#: per-class arrays are ``class_…``, the validation ones ``val_…``)
+RECORDED_BY = {
+    "param_lca": "store_params=True",
+    "grads": "store_grads=True",
+    "theta": "store_trajectory=True (or record_only=True)",
+    "class_": "per_class=True",
+    "val_": "val_data=(inputs, targets)",
+    "layer_lca_stderr": "eval_subset=n",
+}
+
+
+def recorded_by(name: str) -> str | None:
+    """The option that makes a run store the array ``name`` (None: every run has it)."""
+    return next((how for prefix, how in RECORDED_BY.items() if name.startswith(prefix)), None)
 
 
 def read_commit(group: zarr.Group) -> dict[str, int]:

@@ -10,26 +10,13 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .step import StepResult
-
-
-def shares(counts: np.ndarray) -> tuple[float, float, float, float]:
-    """% helped, hurt, zero, and helped among the non-zero, from (…, 3) sign counts.
-
-    The one definition of these numbers: NaN where there is nothing to count.
-    """
-    helped, hurt, zero = (int(c) for c in np.asarray(counts).reshape(-1, 3).sum(axis=0))
-    total, nonzero = helped + hurt + zero, helped + hurt
-    return _pct(helped, total), _pct(hurt, total), _pct(zero, total), _pct(helped, nonzero)
-
-
-def _pct(part: int, whole: int) -> float:
-    return 100.0 * part / whole if whole else float("nan")
+from ..errors import BudgetExceededError
+from ..layout import shares
+from .step import StepResult
 
 
 def budget_used(sum_residual: float, loss_change: float) -> float:
@@ -74,6 +61,16 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"layers": dict(self.layers)}
+
+    def enforce_budget(self) -> None:
+        """Raise :class:`~lca_core.errors.BudgetExceededError` when the run used more than
+        its budget (``strict=True``: callers do this after the data is safely written)."""
+        if self.steps and not self.budget_used <= self.budget:
+            raise BudgetExceededError(
+                f"cumulative residual {self.sum_residual:.3g} is {self.budget_used:.2%} of "
+                f"the loss change {self.loss_change:.3g}, over the {self.budget:.2%} budget. "
+                "Lower tol, raise max_panels, or use rule='simpson'; the run's data is saved."
+            )
 
     def __getitem__(self, key: str) -> Any:
         """Dict-style access of the 0.1 release; use attributes (``summary.budget_used``)."""
