@@ -7,6 +7,8 @@ each process, all-reduces the sums in float64, so every process gets the same al
 and rank 0 alone writes the run. On CPU the processes talk over gloo; on GPUs use "nccl".
 """
 
+import os
+import sys
 from collections import OrderedDict
 
 import torch
@@ -16,6 +18,11 @@ from lca_torch import Tracker
 from torch import nn
 
 args = arguments(__doc__, steps=40)
+if "RANK" not in os.environ:  # started as a plain script: torchrun sets RANK, WORLD_SIZE, …
+    sys.exit(
+        "this example is a DDP job: start it with torchrun, e.g.\n"
+        "  torchrun --standalone --nproc_per_node 2 examples/ddp_torchrun.py"
+    )
 dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 rank = dist.get_rank()
 x, y, x_eval, y_eval = (torch.from_numpy(a) for a in digits())

@@ -11,6 +11,7 @@ as the start of step t+1, so Simpson costs two new gradient passes per step, not
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +21,19 @@ from ._version import __version__
 from .contract import check_allocation, resolve_options
 from .engine.cost import CostMeter, Forecast
 from .engine.evaluator import step_evaluator
+from .engine.quadrature import accepted, step_tolerance
 from .engine.step import StepResult, group_allocations, step_result
 from .engine.summary import RunningSummary, Summary
-from .errors import UnknownOptionError
+from .errors import AccuracyWarning, UnknownOptionError
+from .layout import unit_roundoff
 from .options import Options
 from .protocol import Backend, Evaluation, Snapshot, check_backend
 from .storage.recorder import Recorder
+
+#: each step may keep at most this share of the run's budget of its own |ΔL| as residual
+BUDGET_SHARE = 0.5
+#: residuals within this many units of the parameters' rounding are the losses' own noise
+ROUNDING_MARGIN = 64
 
 
 @dataclass
@@ -101,7 +109,15 @@ class Allocator:
             "eval_subset": self.subset,
             "lca_version": __version__,
         }
-        self.running = RunningSummary(self.layout.layers, options.budget)
+        self.running = RunningSummary(
+            self.layout.layers, options.budget, splits=2 if validation else 1
+        )
+        #: the losses' relative rounding: no residual is refined below it (the acceptance
+        #: rule's floor, from the parameters' dtype)
+        self.rounding = ROUNDING_MARGIN * unit_roundoff(p.dtype for p in self.layout.params)
+        #: judge each step with the run's budget (off in a parallel replay's workers, which
+        #: do not know the run before their range: the driver judges their steps again)
+        self.guard_budget = True
         self.recorder: Recorder | None = None
         if options.store is not None:
             self.recorder = Recorder(backend, options, self.config)
@@ -145,7 +161,8 @@ class Allocator:
             evals = self.evaluate.point(
                 theta, snap.state, where, check_determinism=self.check_determinism
             )
-            self.running.start(evals["train"].loss)
+            val = evals.get("val")
+            self.running.start(evals["train"].loss, val.loss if val is not None else None)
         self._point = _Point(snap, theta, evals)
         if self.recorder is not None:
             self.recorder.start(np.asarray(snap.theta), evals or None)
@@ -201,16 +218,47 @@ class Allocator:
         self, snapshot: Snapshot, evals: dict[str, Evaluation], result: StepResult, passes: int
     ) -> None:
         """Take a step allocated elsewhere (by a worker of a parallel replay, from the
-        current point): the running summary and the store continue as if allocated here."""
+        current point): the running summary and the store continue as if allocated here.
+
+        A worker judges its steps without the run before them (``guard_budget`` off: the
+        step against ``tol`` alone); a step that does not meet the rule with the run so far
+        is allocated again here, where refining it from scratch reaches the very panels a
+        sequential replay would (the nodes are nested), so the run is the same."""
         if self._point is None:
             raise RuntimeError("call start() before recording allocated steps")
         theta = np.asarray(snapshot.theta, dtype=np.float64)
         self.evaluate.passes += passes
+        if not self._meets(result):
+            with self.cost.measure():
+                result, evals = self._allocate(snapshot, theta, result.step)
         self.running.add(result)
         self._point = _Point(snapshot, theta, evals)
         if self.recorder is not None:
             self.recorder.append(np.asarray(snapshot.theta), evals, result)
         self._step += 1
+
+    def _meets(self, result: StepResult) -> bool:
+        """Whether a step allocated elsewhere meets the acceptance rule here, with the run
+        so far (each split's end loss is the one its residual was measured against)."""
+        assert self._point is not None
+        so_far = self.running.so_far()
+        changes = result.layer_change or {}
+        ends = {"train": (result.residual, result.layer_lca)}
+        if result.val_residual is not None and result.val_layer_lca is not None:
+            ends["val"] = (result.val_residual, result.val_layer_lca)
+        for split, (residual, layer_lca) in ends.items():
+            start = self._point.evals[split].loss
+            limit = step_tolerance(
+                start,
+                start + residual + float(np.sum(layer_lca)),
+                tol=self.options.tol,
+                share=self.options.budget * BUDGET_SHARE,
+                floor=self.rounding,
+                so_far=so_far.get(split),
+            )
+            if not accepted(limit, residual, changes.get(split)):
+                return False
+        return True
 
     def _allocate(
         self, new: Snapshot, theta1: np.ndarray, step_index: int | None
@@ -229,6 +277,10 @@ class Allocator:
             tol=opts.tol,
             max_panels=opts.max_panels,
             parts=group_allocations(self.layout, delta) if self.subset else None,
+            share=opts.budget * BUDGET_SHARE if self.guard_budget else 0.0,
+            floor=self.rounding,
+            so_far=self.running.so_far() if self.guard_budget else None,
+            layers=self.layout.reduce_by_layer,
         )
         evals1, drift = integral.end, 0.0
         if new.state is not None:  # the evaluation depends on state that moved: measure it
@@ -243,7 +295,6 @@ class Allocator:
             integral,
             evals1["train"].loss,
             drift=drift,
-            tol=opts.tol,
             gradient_passes=self.gradient_passes,
             subset=self.subset,
         )
@@ -288,4 +339,6 @@ class Allocator:
             )
         if self.options.strict and not self.options.record_only:
             summary.enforce_budget()
+        if (warning := summary.accuracy_warning()) is not None:
+            warnings.warn(f"LCA: {warning}", AccuracyWarning, stacklevel=3)
         return summary

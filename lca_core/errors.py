@@ -86,3 +86,8 @@ class DistributedError(LCAError, RuntimeError):
             "process of the job has stopped or timed out; the run keeps every committed step "
             "(the writing process commits them) and resumes with resume=True."
         )
+
+
+class AccuracyWarning(UserWarning):
+    """A run whose allocation is not within what its summary promises: over its error
+    budget, or with steps that did not meet the acceptance rule (warned at close)."""

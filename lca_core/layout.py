@@ -223,6 +223,25 @@ def host_dtype(dtype: Any) -> np.dtype:
     return np.dtype(dtype)  # anything else as numpy takes it (or refuses it)
 
 
+#: the unit roundoff of each float format a parameter can have (8-bit floats: e4m3's)
+_ROUNDOFF = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+
+
+def unit_roundoff(dtypes: Iterable[Any]) -> float:
+    """The coarsest relative rounding among parameters of ``dtypes``: how exactly a loss
+    computed with them can be known (8-bit floats: 2⁻⁴)."""
+    found = 0.0
+    for dtype in dtypes:
+        name = str(getattr(dtype, "name", dtype)).removeprefix("torch.")
+        found = max(found, _ROUNDOFF.get(name, 2.0**-4 if "float8" in name else 2.0**-53))
+    return found
+
+
 def common_dtype(dtypes: Iterable[Any]) -> np.dtype:
     """The one dtype of θ: the parameters' own (:func:`host_dtype`) when they share one,
     else float64 (which holds every narrower float exactly). The one definition, used by

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .allocator import Allocator
 from .contract import integration, resolve_options
+from .engine.cost import announce
 from .engine.step import StepResult
 from .engine.summary import Summary
 from .options import Options
@@ -94,6 +95,7 @@ class Tracker:
         self._started = False
         self._last_theta: np.ndarray | None = None
         self._bar = tqdm(desc="LCA", unit="step", disable=not opts["progress"], leave=False)
+        self._forecast_after_bar = False
 
     # -- how a framework's parameters become θ (overridden by the framework trackers) ------
     def flatten(self, params: Any) -> np.ndarray:
@@ -146,8 +148,13 @@ class Tracker:
             return None
         had_forecast = self.allocator.forecast is not None
         result = self.allocator.advance(snap, step_index=self.optimizer_steps - 1)
-        if self.allocator.forecast is not None and not had_forecast and not self._bar.disable:
-            self._bar.write(str(self.allocator.forecast))
+        if (forecast := self.allocator.forecast) is not None and not had_forecast:
+            if self._bar.disable:
+                announce(forecast)
+            else:  # said after the bar, not through it; the bar shows the ratio meanwhile
+                self._forecast_after_bar = True
+                if forecast.ratio is not None:
+                    self._bar.set_description(f"LCA ({forecast.ratio:.2g}× training)")
         if result is not None:
             self.last = result
         if not self._bar.disable:
@@ -191,6 +198,9 @@ class Tracker:
     def close(self) -> Summary:
         """Flush the store and return the summary (raises if strict and over budget)."""
         self._bar.close()
+        if self._forecast_after_bar and (forecast := self.allocator.forecast) is not None:
+            announce(forecast)
+            self._forecast_after_bar = False
         return self.allocator.close()
 
     def __enter__(self) -> Tracker:

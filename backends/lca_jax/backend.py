@@ -30,6 +30,9 @@ from lca_core.backend_kit.evaluation_data import PaddedChunks, array_sets, resid
 from lca_core.errors import DistributedError, EvaluationDataError, LossShapeError
 from lca_core.layout import flat_vector
 
+from . import nnx
+from .nnx import ModuleParameters
+
 DEFAULT_MAX_VMAP = 4
 
 LossFn = Callable[[Any, Any, Any], jax.Array]
@@ -60,9 +63,12 @@ def _key_name(key: Any) -> str:
 
 def layout_of(params: Any) -> Layout:
     """Leaves named by their key path ("params/Dense_0/kernel"); a layer is the parent path;
-    the neuron axis is the last axis (flax/optax kernels are (in, out))."""
+    the neuron axis is the last axis (flax/optax kernels are (in, out)). An nnx state's
+    paths end in each ``Variable``'s ``.value``: that step is not part of the name."""
     specs = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+            path = path[:-1]
         parts = [_key_name(k) for k in path] or ["param"]
         name = "/".join(parts)
         layer = "/".join(parts[:-1]) or name
@@ -229,14 +235,18 @@ def per_example(loss_fn: LossFn, params: Any, x: np.ndarray, y: np.ndarray) -> L
 class JaxBackend(BackendBase):
     """LCA backend for a pure ``loss_fn(params, x, y)`` (per-example losses or their mean).
 
-    ``params`` fixes the layout (and is the current point until ``self.params`` is set).
+    ``params`` fixes the layout (and is the current point until ``self.params`` is set). A
+    flax nnx model may stand for both: ``JaxBackend(loss_fn, model, data)`` with
+    ``loss_fn(model, x, y)`` evaluates copies of the model and reads its parameters at each
+    snapshot (layers named by module path).
     With several devices the evaluation chunks are sharded across them: the local ones, or
     under ``jax.distributed`` (one process per host) those of every process, each process
     holding the whole set and giving its devices their part; rank 0 writes the run.
 
     Args:
-        loss_fn: ``loss_fn(params, x, y)``, pure and jit-able.
-        params: a pytree of the parameters (dicts, lists, flax/nnx states).
+        loss_fn: ``loss_fn(params, x, y)``, pure and jit-able (``loss_fn(model, x, y)`` for
+            an nnx model).
+        params: a pytree of the parameters (dicts, lists, flax states), or an nnx model.
         data: the evaluation set (inputs, targets), host or device arrays.
         val_data: a validation set (inputs, targets): also allocate its loss change.
         batch_size: examples per evaluation chunk (the set is reduced in float64 over them).
@@ -251,7 +261,9 @@ class JaxBackend(BackendBase):
 
     @classmethod
     def accepts(cls, model: Any, params: Any = None, *args: Any) -> bool:
-        """A loss function whose parameters are (or contain) JAX arrays."""
+        """A loss function whose parameters are (or contain) JAX arrays, or an nnx model."""
+        if nnx.is_module(params):
+            return callable(model)
         leaves = jax.tree_util.tree_leaves(params)
         return callable(model) and any(isinstance(leaf, jax.Array) for leaf in leaves)
 
@@ -268,6 +280,9 @@ class JaxBackend(BackendBase):
         devices: Sequence[jax.Device] | None = None,
         resident_bytes: int | None = None,
     ) -> None:
+        self.module = ModuleParameters(params, loss_fn) if nnx.is_module(params) else None
+        if self.module is not None:
+            loss_fn, params = self.module.loss_fn, self.module.params()
         self.layout = layout_of(params)
         self.structure = structure_of(params)
         dtypes = set(self.structure.dtypes)
@@ -329,6 +344,8 @@ class JaxBackend(BackendBase):
         }
 
     def snapshot(self) -> Snapshot:
+        if self.module is not None:  # the model as it is now
+            return Snapshot(flatten(self.module.params()))
         return Snapshot(flatten(self.params))
 
     def evaluate_split(

@@ -23,6 +23,7 @@ from lca_core.contract import integration
 from lca_core.tracker import Tracker as CoreTracker
 from lca_core.tracker import allocate_step
 
+from . import nnx
 from .backend import JaxBackend, LossFn, flatten
 
 
@@ -100,6 +101,8 @@ class Tracker(CoreTracker):
         """Allocate the step params_before → params_after (``params_before`` may have been
         donated to the step: it is then not compared; nor when it holds the very arrays of
         the last ``params_after``, which cannot have changed since)."""
+        if nnx.is_live_view(params_before):
+            raise TypeError(nnx.LIVE_VIEW)
         if _deleted(params_before):
             if not self._started:
                 raise RuntimeError(

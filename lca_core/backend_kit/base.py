@@ -49,6 +49,20 @@ class BackendBase(Backend):
     subset: dict[str, Any] | None = None
     _groups: Mapping[str, np.ndarray] = {}
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> BackendBase:
+        backend = super().__new__(cls)
+        backend._recipe = (args, kwargs)  # how it was built: see __reduce__
+        backend._subset_call = None
+        return backend
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Sent to another process (a Ray worker of a parallel replay), a backend is built
+        there again from its constructor's arguments, and given the same subset: compiled
+        passes, device buffers, devices and views into the model's storage do not survive
+        pickling (a view arrives as a copy, and the model would evaluate stale values)."""
+        args, kwargs = self._recipe
+        return (_rebuilt, (type(self), args, kwargs, self._subset_call))
+
     @classmethod
     def accepts(cls, model: Any, *args: Any) -> bool:
         return False
@@ -95,6 +109,7 @@ class BackendBase(Backend):
     def use_subset(self, size: int | float, seed: int = 0, groups: int = 16) -> None:
         """Evaluate a fixed, seeded, class-stratified subset of the training set, split into
         random groups whose spread gives the standard error of every allocation."""
+        self._subset_call = (size, seed, groups)
         labels = self.labels("train")
         total = len(labels)
         index = subset_index(labels, total, size, seed)
@@ -198,3 +213,16 @@ class BackendBase(Backend):
 
     def policy(self) -> Mapping[str, Any]:
         raise NotImplementedError
+
+
+def _rebuilt(
+    cls: type[BackendBase],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    subset: tuple[int | float, int, int] | None,
+) -> BackendBase:
+    """A backend built again in another process (see :meth:`BackendBase.__reduce__`)."""
+    backend = cls(*args, **kwargs)
+    if subset is not None:
+        backend.use_subset(*subset)
+    return backend

@@ -9,6 +9,7 @@ training, the projected total when the number of steps is known, and the knobs t
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,15 @@ class Forecast:
         return text + (f". To cut it: {', '.join(self.knobs)}." if self.knobs else ".")
 
 
+def announce(forecast: Forecast) -> None:
+    """Show the forecast once where a user sees it: on the ``lca`` logger when logging is
+    set up to show it, else on standard error (a plain script configures no logging)."""
+    if LOG.isEnabledFor(logging.INFO) and LOG.hasHandlers():
+        LOG.info("%s", forecast)
+    else:
+        print(f"lca: {forecast}", file=sys.stderr, flush=True)
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -98,14 +108,12 @@ class CostMeter:
     def step_done(
         self, passes: int, steps_ahead: int | None, *, rule: str, subset: bool = False
     ) -> Forecast | None:
-        """Mark an allocated step; the first time a forecast can be made, make it, log it
-        on the ``lca`` logger and return it (None on every other step)."""
+        """Mark an allocated step; the first time a forecast can be made, make it and
+        return it (None on every other step): the tracker shows it (:func:`announce`)."""
         self.mark_step(passes)
         if self.first_forecast is not None:
             return None
         self.first_forecast = self.forecast(steps_ahead, rule=rule, subset=subset)
-        if self.first_forecast is not None:
-            LOG.info("%s", self.first_forecast)
         return self.first_forecast
 
     @property

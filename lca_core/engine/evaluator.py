@@ -109,7 +109,7 @@ class CheckedEvaluator:
     def point(
         self, theta: np.ndarray, state: Any, where: str, *, check_determinism: bool = False
     ) -> dict[str, Evaluation]:
-        """Every split at one point; optionally proving the training loss deterministic."""
+        """Every split at one point; optionally proving the evaluation-set loss deterministic."""
         if check_determinism:
             train = self._deterministic(theta, state, where)
         else:
@@ -146,15 +146,24 @@ class CheckedEvaluator:
         tol: float,
         max_panels: int,
         parts: Callable[[np.ndarray], np.ndarray] | None = None,
+        **acceptance: Any,
     ) -> PathIntegral:
         """The step θ_0 → θ_1 = θ_0 + Δ's integral of the gradient (:func:`integrate`),
         checked: a step whose parameters are NaN or infinite is named as divergence, a
-        non-finite gradient along it as such."""
+        non-finite gradient along it as such. ``acceptance``: :func:`integrate`'s
+        ``share``, ``floor`` and ``layers``."""
         where = f"step {step}"
         nodes = self.along(theta0, delta, theta1, state, where)
         try:
             integral = integrate(
-                rule, dict(start), delta, nodes, tol=tol, max_panels=max_panels, parts=parts
+                rule,
+                dict(start),
+                delta,
+                nodes,
+                tol=tol,
+                max_panels=max_panels,
+                parts=parts,
+                **acceptance,
             )
         except Exception as exc:  # a NaN in θ_1 fails its evaluation: name the cause
             if not all_finite(theta1):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -119,6 +120,13 @@ class NestedSum:
                 self._value = value
         return self._value
 
+    def trapezoid_value(self) -> np.ndarray:
+        """The trapezoid rule's ḡ on the same nodes (for Simpson: what its error estimate at
+        the first level is measured against)."""
+        interior = _total([p for p in (self.odd, self.even) if p is not None])
+        ends = (self.g0 + self.g1) * 0.5
+        return (ends if interior is None else ends + interior) / self.n
+
     def allocation(self, delta: np.ndarray) -> np.ndarray:
         """Δ·ḡ elementwise at the current estimate, computed once for the residual and the
         step's allocation alike."""
@@ -163,6 +171,12 @@ class PathIntegral:
     class_grads: dict[str, NestedSum | None]
     end: dict[str, Evaluation]
     residuals: dict[str, float]
+    #: whether the acceptance rule was met (False: ``max_panels`` was reached first)
+    accepted: bool = False
+    #: per split, the estimated error of the per-layer allocations, summed over layers
+    #: (from the last refinement, or for Simpson's first estimate from the trapezoid on
+    #: its nodes; None where there is none)
+    layer_changes: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
     @property
     def panels(self) -> int:
@@ -171,6 +185,37 @@ class PathIntegral:
 
 #: evaluates the points θ_t + sΔ at the given s, per split
 NodeEvaluator = Callable[[Sequence[float]], Mapping[str, list[Evaluation]]]
+
+
+def step_tolerance(
+    start_loss: float,
+    end_loss: float,
+    *,
+    tol: float,
+    share: float = 0.0,
+    floor: float = 0.0,
+    so_far: tuple[float, float] | None = None,
+) -> float:
+    """The residual a step may keep, in nats (docs/concepts.md, "When a step is accepted").
+
+    ``tol``, or less where the run's budget needs it: given the run so far (``so_far``:
+    L(θ_0) and the Σ r of the steps before), what is left of ``share`` (half the budget)
+    of |L(θ_{t+1}) − L(θ_0)| once those residuals are paid — but the budget never asks for
+    less than the losses' own rounding, ``floor``·max(1, |L|), which no refinement can go
+    under (an explicit ``tol`` below it is kept: the step is then refined to max_panels).
+    """
+    if not share or so_far is None:
+        return tol
+    first, residual = so_far
+    budget = share * abs(end_loss - first) - abs(residual)
+    return min(tol, max(budget, floor * max(1.0, abs(start_loss), abs(end_loss))))
+
+
+def accepted(limit: float, residual: float, layer_change: float | None) -> bool:
+    """The rule itself: the residual within ``limit``, and so is the estimated error of
+    the per-layer allocations, summed over layers, where there is an estimate — the
+    residual alone lets per-layer errors that cancel pass."""
+    return abs(residual) <= limit and (layer_change is None or layer_change <= limit)
 
 
 def integrate(
@@ -182,9 +227,16 @@ def integrate(
     tol: float,
     max_panels: int,
     parts: Callable[[np.ndarray], np.ndarray] | None = None,
+    share: float = 0.0,
+    floor: float = 0.0,
+    so_far: Mapping[str, tuple[float, float]] | None = None,
+    layers: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> PathIntegral:
-    """ḡ along θ_t + sΔ for every split in ``start``, doubling the panels until every
-    split's residual is within ``tol`` (or ``max_panels`` is reached).
+    """ḡ along θ_t + sΔ for every split in ``start``, doubling the panels until every split
+    meets the acceptance rule (:func:`step_tolerance`, :func:`accepted`) or ``max_panels``
+    is reached. ``layers`` maps Δ⊙ḡ to per-layer sums (without it, the residual alone
+    decides); ``share``, ``floor`` and ``so_far`` (per split) are those of
+    :func:`step_tolerance`.
 
     ``parts`` maps each node's per-class (or per-group) gradients before they are summed,
     e.g. onto Δ by layer where only those sums are wanted (the sums are linear, so the
@@ -193,18 +245,77 @@ def integrate(
     """
     if parts is not None:
         evaluate = _mapped_on_arrival(evaluate, parts)
+
+    def judge(
+        integral: PathIntegral, before: dict[str, np.ndarray] | None, order: int = 0
+    ) -> PathIntegral:
+        """Accepted or not; ``before`` is the coarser estimate of the per-layer sums, and a
+        refinement of a rule of ``order`` (4: Simpson, 2: trapezoid) leaves 1/(2^order − 1)
+        of the change it made (Richardson): the finer estimate's error."""
+        changes: dict[str, float | None] = {}
+        scale = 1.0 / (2**order - 1) if order else 1.0
+        for s, g in integral.grads.items():
+            changes[s] = None
+            if before is not None and layers is not None:
+                change = np.abs(layers(g.allocation(delta)) - before[s]).sum()
+                changes[s] = float(change) * scale
+        integral.layer_changes = changes
+        integral.accepted = all(
+            accepted(
+                step_tolerance(
+                    start[s].loss,
+                    integral.end[s].loss,
+                    tol=tol,
+                    share=share,
+                    floor=floor,
+                    so_far=so_far.get(s) if so_far is not None else None,
+                ),
+                integral.residuals[s],
+                changes[s],
+            )
+            for s in integral.grads
+        )
+        return integral
+
+    def first_estimate(integral: PathIntegral) -> dict[str, np.ndarray] | None:
+        """Simpson's first estimate has no coarser one of its own: the trapezoid on the same
+        nodes stands in, its per-layer allocations moved towards Simpson's by the share of
+        the trapezoid's total error that Simpson removed (its residual against the
+        trapezoid's: on a cubic, all of it). When the trapezoid's own residual is within the
+        losses' rounding, that share cannot be measured and none is assumed removed."""
+        if layers is None:
+            return None
+        out = {}
+        for s, g in integral.grads.items():
+            simpson = layers(g.allocation(delta))
+            trapezoid = layers(delta * g.trapezoid_value())
+            r_trapezoid = (integral.end[s].loss - start[s].loss) - float(trapezoid.sum())
+            noise = floor * max(1.0, abs(start[s].loss), abs(integral.end[s].loss))
+            kept = 1.0
+            if abs(r_trapezoid) > noise:
+                kept = min(1.0, abs(integral.residuals[s]) / abs(r_trapezoid))
+            out[s] = simpson - kept * (simpson - trapezoid)
+        return out
+
+    def by_layer(integral: PathIntegral) -> dict[str, np.ndarray] | None:
+        if layers is None:
+            return None
+        return {s: layers(g.allocation(delta)) for s, g in integral.grads.items()}
+
     if rule == "auto":
         first = evaluate([1.0])
-        trapezoid = _integral("trapezoid", start, delta, first, parts)
-        if max_panels < 2 or max(map(abs, trapezoid.residuals.values())) <= tol:
+        trapezoid = judge(_integral("trapezoid", start, delta, first, parts), None)
+        if max_panels < 2 or trapezoid.accepted:
             return trapezoid
         middle = evaluate([0.5])
         rule, first = "simpson", {s: [*middle[s], *evs] for s, evs in first.items()}
     else:
         first = evaluate(first_nodes(rule))
     integral = _integral(rule, start, delta, first, parts)
+    judge(integral, first_estimate(integral) if rule == "simpson" else None)
     n = initial_panels(rule)
-    while refinable(rule) and n < max_panels and max(map(abs, integral.residuals.values())) > tol:
+    while refinable(rule) and n < max_panels and not integral.accepted and _finite(integral):
+        before = by_layer(integral)
         for split, evs in evaluate(refinement_nodes(n).tolist()).items():
             integral.grads[split].refine([e.grad for e in evs])
             if (c := integral.class_grads[split]) is not None:
@@ -216,7 +327,14 @@ def integrate(
             }
         )
         n *= 2
+        judge(integral, before, order=4 if rule == "simpson" else 2)
     return integral
+
+
+def _finite(integral: PathIntegral) -> bool:
+    """A NaN gradient or loss reaches the residual: refining cannot help (the caller names
+    the cause)."""
+    return all(math.isfinite(r) for r in integral.residuals.values())
 
 
 def _integral(

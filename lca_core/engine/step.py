@@ -34,6 +34,9 @@ class StepResult:
     #: with ``eval_subset``: the standard error of each layer's LCA as an estimate of the
     #: full set's (from the spread of the subset's random groups)
     layer_lca_stderr: np.ndarray | None = None
+    #: per split, the acceptance rule's estimate of the per-layer allocations' error,
+    #: summed over layers (None where it has none: the trapezoid's first estimate)
+    layer_change: Mapping[str, float | None] | None = None
 
     @property
     def pct_helped(self) -> float:
@@ -49,12 +52,12 @@ def step_result(
     loss_after: float,
     *,
     drift: float,
-    tol: float,
     gradient_passes: int,
     subset: Mapping[str, Any] | None = None,
 ) -> StepResult:
-    """The step's allocation from its path integral; converged when every split's
-    residual is within ``tol``. On a subset the grouped gradients give standard errors."""
+    """The step's allocation from its path integral; converged when it met the acceptance
+    rule (:func:`~lca_core.engine.quadrature.integrate`). On a subset the grouped
+    gradients give standard errors."""
     lca = integral.grads["train"].allocation(delta)
     grouped = integral.class_grads["train"]
     stderr = None
@@ -71,7 +74,7 @@ def step_result(
         residual=integral.residuals["train"],
         drift=drift,
         panels=integral.panels,
-        converged=max(abs(r) for r in integral.residuals.values()) <= tol,
+        converged=integral.accepted,
         gradient_passes=gradient_passes,
         layer_lca=layout.reduce_by_layer(lca),
         layer_counts=sign_counts(lca, layout),
@@ -79,6 +82,7 @@ def step_result(
         val_residual=integral.residuals["val"] if val is not None else None,
         val_layer_lca=layout.reduce_by_layer(val.allocation(delta)) if val is not None else None,
         layer_lca_stderr=stderr,
+        layer_change=dict(integral.layer_changes),
     )
 
 

@@ -19,6 +19,14 @@ from ..layout import shares
 from .step import StepResult
 
 
+def percent(share: float) -> str:
+    """A share as a percentage that never rounds a small nonzero share to 0."""
+    value = 100 * share
+    if value != 0 and abs(value) < 0.001:
+        return f"{value:.1e} %"
+    return f"{value:.3f} %"
+
+
 def budget_used(sum_residual: float, loss_change: float) -> float:
     """|Σ r| / |ΔL|: the share of the loss change the allocation leaves unexplained."""
     return abs(sum_residual) / abs(loss_change) if loss_change else float("nan")
@@ -51,6 +59,8 @@ class Summary:
     layers: Mapping[str, float] = field(default_factory=dict)
     gradient_passes: int | None = None
     recorded_steps: int = 0
+    #: sets each point is evaluated on: 1, or 2 with a validation set (``val_data``)
+    splits: int = 1
     #: wall seconds spent allocating, and training between the allocated steps (measured,
     #: so two summaries of one run compare equal without them)
     lca_seconds: float | None = field(default=None, compare=False)
@@ -61,6 +71,31 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"layers": dict(self.layers)}
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether the allocation leaves more of |ΔL| unexplained than the budget allows."""
+        return bool(self.steps and self.loss_change and not self.budget_used <= self.budget)
+
+    def accuracy_warning(self) -> str | None:
+        """What is wrong with the run's accuracy, in one sentence (None: nothing)."""
+        problems = []
+        if self.over_budget:
+            problems.append(
+                f"the allocation leaves {percent(self.budget_used)} of |ΔL| unexplained, "
+                f"over its {100 * self.budget:g} % budget"
+            )
+        if self.unconverged_steps:
+            problems.append(
+                f"{self.unconverged_steps} step(s) did not meet the acceptance rule within "
+                "max_panels"
+            )
+        if not problems:
+            return None
+        return (
+            "; ".join(problems)
+            + ". Lower tol or raise max_panels (docs/concepts.md, 'When a step is accepted')."
+        )
 
     def enforce_budget(self) -> None:
         """Raise :class:`~lca_core.errors.BudgetExceededError` when the run used more than
@@ -94,16 +129,17 @@ class Summary:
             ("loss change ΔL", f"{self.loss_change:+.6f}", "negative = the network learned"),
             ("Σ LCA", f"{self.sum_lca:+.6f}", "should equal ΔL"),
             ("Σ residual", f"{self.sum_residual:+.2e}", "ΔL − Σ LCA: the integration error"),
+            self._budget_row(),
             (
-                "budget used",
-                f"{100 * self.budget_used:.3f} % of |ΔL| (budget {100 * self.budget:g} %)",
-                "under the budget = the allocation is trustworthy",
+                "unconverged steps",
+                f"{self.unconverged_steps}",
+                "steps that did not meet the acceptance rule within max_panels",
             ),
-            ("unconverged steps", f"{self.unconverged_steps}", "steps whose residual > tol"),
             (
                 "helped / hurt / zero",
                 f"{self.pct_helped:.2f} % / {self.pct_hurt:.2f} % / {self.pct_zero:.2f} %",
-                "of parameter-steps; the paper finds ~50–58 % helping",
+                "of parameter-steps; the paper finds ~50–58 % helping over long runs "
+                "(short runs help more: docs/reproduction.md)",
             ),
             (
                 "helped, zeros ignored",
@@ -123,24 +159,57 @@ class Summary:
                     "time in LCA",
                     f"{self.lca_seconds:.3g} s"
                     + (f" ({ratio:.2g}× the training time)" if ratio is not None else ""),
-                    "measured; the forecast logged at the first steps names what cuts it",
+                    "measured; the forecast shown after the first steps names what cuts it",
                 )
             )
         if self.gradient_passes is not None:
+            per_step = self.gradient_passes / self.steps
+            sets = (
+                f"; {per_step / self.splits:.3g} on each of the training and validation sets"
+                if self.splits > 1
+                else ""
+            )
             rows.append(
                 (
                     "gradient passes",
-                    f"{self.gradient_passes}",
+                    f"{self.gradient_passes} ({per_step:.3g} per step{sets})",
                     "over the evaluation set (or its eval_subset): the cost of LCA",
                 )
             )
         return rows
+
+    def __repr__(self) -> str:
+        """One line a person can read (``str()`` is the whole table)."""
+        if not self.steps:
+            return f"Summary(steps=0, recorded_steps={self.recorded_steps})"
+        layers = ", ".join(f"{name!r}: {v:+.4g}" for name, v in self.layers.items())
+        return (
+            f"Summary(steps={self.steps}, loss_change={self.loss_change:+.6g}, "
+            f"sum_lca={self.sum_lca:+.6g}, budget_used={percent(self.budget_used)}, "
+            f"unconverged_steps={self.unconverged_steps}, pct_helped={self.pct_helped:.1f}, "
+            f"layers={{{layers}}})"
+        )
+
+    def _budget_row(self) -> tuple[str, str, str]:
+        if not self.loss_change:  # |Σ r| / |ΔL| has no meaning: say what is known
+            return (
+                "budget used",
+                f"undefined: ΔL = 0 (Σ residual {self.sum_residual:+.2e})",
+                "the loss did not change, so no share of it can be unexplained",
+            )
+        return (
+            "budget used",
+            f"{percent(self.budget_used)} of |ΔL| (budget {100 * self.budget:g} %)",
+            "under the budget = the allocation is trustworthy",
+        )
 
     def __str__(self) -> str:
         rows = self.rows()
         width = max(len(k) for k, _, _ in rows)
         value_width = max(len(v) for _, v, _ in rows)
         lines = [f"{k:<{width}}  {v:<{value_width}}  {why}" for k, v, why in rows]
+        if (warning := self.accuracy_warning()) is not None:
+            lines.insert(0, f"WARNING: {warning}")
         if self.layers:
             lines.append("LCA per layer (negative = the layer helped):")
             layer_width = max(len(name) for name in self.layers)
@@ -162,6 +231,7 @@ def summarize(
     recorded_steps: int = 0,
     lca_seconds: float | None = None,
     training_seconds: float | None = None,
+    splits: int = 1,
 ) -> Summary:
     """The summary from the always-stored arrays (shared by runs and live allocators)."""
     steps = len(residuals)
@@ -191,6 +261,7 @@ def summarize(
         recorded_steps=recorded_steps,
         lca_seconds=lca_seconds,
         training_seconds=training_seconds,
+        splits=splits,
     )
 
 
@@ -198,17 +269,30 @@ class RunningSummary:
     """The summary of a run as it is allocated: per-step scalars and per-layer totals only,
     so memory does not grow with K; a resumed run continues from its committed rows."""
 
-    def __init__(self, layers: tuple[str, ...] | list[str], budget: float) -> None:
-        self.layers, self.budget = list(layers), float(budget)
+    def __init__(self, layers: tuple[str, ...] | list[str], budget: float, splits: int = 1) -> None:
+        self.layers, self.budget, self.splits = list(layers), float(budget), splits
         self.losses: list[float] = []
         self.residuals: list[float] = []
         self.drift: list[float] = []
         self.converged: list[bool] = []
         self.layer_lca = np.zeros(len(self.layers))
         self.layer_counts = np.zeros((len(self.layers), 3), dtype=np.int64)
+        #: the validation split's L(θ_0) and Σ residual (for the acceptance rule)
+        self.val_first: float | None = None
+        self.val_residual = 0.0
 
-    def start(self, loss: float) -> None:
+    def start(self, loss: float, val_loss: float | None = None) -> None:
         self.losses.append(loss)
+        if self.val_first is None:
+            self.val_first = val_loss
+
+    def so_far(self) -> dict[str, tuple[float, float]]:
+        """Per split, L(θ_0) and the Σ residual of the steps so far: what the acceptance
+        rule measures the run's budget against."""
+        out = {"train": (self.losses[0], float(np.sum(self.residuals)))} if self.losses else {}
+        if self.val_first is not None:
+            out["val"] = (self.val_first, self.val_residual)
+        return out
 
     def add(self, r: StepResult) -> None:
         self.losses.append(r.loss_after)
@@ -217,6 +301,8 @@ class RunningSummary:
         self.converged.append(r.converged)
         self.layer_lca += r.layer_lca
         self.layer_counts += r.layer_counts
+        if r.val_residual is not None:
+            self.val_residual += r.val_residual
 
     def restore(self, committed: Mapping[str, np.ndarray]) -> None:
         """Continue from a resumed run's committed steps (its last point is re-evaluated)."""
@@ -226,6 +312,9 @@ class RunningSummary:
             setattr(self, name, list(committed[name]))
         self.layer_lca = committed["layer_lca"].sum(axis=0)
         self.layer_counts = committed["layer_counts"].sum(axis=0)
+        if "val_losses" in committed:
+            self.val_first = float(committed["val_losses"][0])
+            self.val_residual = float(committed["val_residuals"].sum())
 
     def summary(
         self,
@@ -247,4 +336,5 @@ class RunningSummary:
             recorded_steps=recorded_steps,
             lca_seconds=lca_seconds,
             training_seconds=training_seconds,
+            splits=self.splits,
         )

@@ -109,7 +109,7 @@ FIGURES: dict[str, tuple[FigureSpec, ...]] = {
     "generalization": (
         FigureSpec(
             "validation",
-            "Training-set vs validation LCA per layer (paper §4)",
+            "Evaluation-set vs validation LCA per layer (paper §4)",
             "Each layer's cumulative allocation of the evaluation-set loss (solid) and of "
             "the validation loss (dashed), the same steps allocated on both sets. Lines "
             "that fall together: the layer's learning generalises. A dashed line that "

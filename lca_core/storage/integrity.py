@@ -208,6 +208,15 @@ def check_array(
     if math.prod(chunks) * dtype.itemsize > MAX_CHUNK_BYTES:
         raise CorruptRunError(f"{where}: chunks of {chunks} are larger than lca writes")
     if version >= 2:
+        needed = math.ceil(rows / chunks[0]) * math.prod(
+            math.ceil(d / c) for d, c in zip(shape[1:], chunks[1:], strict=True)
+        )
+        stored = sum(1 for f in files if f.startswith(f"{name}/c/"))
+        if needed > stored:  # counted first: listing the keys of 1e12 rows takes no memory
+            raise CorruptRunError(
+                f"{where}: its committed rows need {needed} chunks and {stored} are stored; "
+                "lca does not read missing data as zeros"
+            )
         missing = [k for k in _chunk_keys(shape, chunks, rows) if f"{name}/{k}" not in files]
         if missing:
             raise CorruptRunError(

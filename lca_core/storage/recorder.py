@@ -93,7 +93,8 @@ class Recorder:
         new run, or one with no allocated step)."""
         if self.record_only or not self.writer.steps:
             return
-        running.restore({name: self.writer.committed(name) for name in SUMMARY_ARRAYS})
+        names = SUMMARY_ARRAYS + (("val_losses", "val_residuals") if self.validation else ())
+        running.restore({name: self.writer.committed(name) for name in names})
 
     def start(self, theta: np.ndarray, evals: Mapping[str, Evaluation] | None) -> None:
         """The point the run starts (or resumes) from."""

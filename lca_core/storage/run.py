@@ -232,6 +232,7 @@ class Run:
             recorded_steps=self.recorded_steps if self.options.record_only else 0,
             lca_seconds=_seconds(self._meta.get("lca_seconds")),
             training_seconds=_seconds(self._meta.get("training_seconds")),
+            splits=2 if self.config.get("validation") is True else 1,
         )
 
 

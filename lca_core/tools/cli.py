@@ -11,6 +11,7 @@ import runpy
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
+from pathlib import Path
 from typing import Any
 
 from .._version import __version__
@@ -141,9 +142,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Render the one-page HTML report of a run."""
     from .report import write_report
 
+    output = args.output or str(Path(args.run).resolve().with_suffix(".html"))
     out = write_report(
         args.run,
-        args.output,
+        output,
         frames=args.frames,
         seed=args.seed,
         force=args.force,
@@ -157,7 +159,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory")
-    parser.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="HTML file to write (default: RUN.html, beside the run, as `lca demo` writes it)",
+    )
     parser.add_argument(
         "--force", action="store_true", help="replace the output even if lca did not write it"
     )
@@ -242,6 +249,33 @@ def _size(text: str) -> int | float:
     return float(text) if "." in text else int(text)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in ``--help`` (those that have one), epilogs as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+#: what ``--setup`` points at, shown in the help of the commands that take it
+SETUP_EXAMPLE = """\
+--setup names a Python file and a function in it (default `setup`) that builds the model
+and its evaluation data; it returns the backend's arguments or a ready backend. E.g.
+`lca replay runs/rec --backend torch --setup setup.py` with setup.py:
+
+    import torch
+    from sklearn.datasets import load_digits
+
+    def setup():
+        x, y = load_digits(return_X_y=True)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 100), torch.nn.ReLU(),
+                                    torch.nn.Linear(100, 10))
+        data = (torch.tensor(x / 16, dtype=torch.float32), torch.tensor(y))
+        return model, torch.nn.CrossEntropyLoss(), data   # TorchBackend's arguments
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lca", description="Loss Change Allocation: which parameters made a network learn."
@@ -277,7 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     }
     for name, (help_text, fn, add_arguments) in commands.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=_Help,
+            epilog=SETUP_EXAMPLE if name in ("replay", "estimate") else None,
+        )
         if add_arguments is not None:
             add_arguments(command)
         command.set_defaults(func=fn)

@@ -53,7 +53,15 @@ class Estimate:
                 + ("" if ratio < 1 else " (its group passes' fixed cost outweighs the saving)")
             )
         if self.splits > 1:
-            lines.append("each point is evaluated on the training and the validation set")
+            lines.append(
+                "each point is evaluated on the training and the validation set: twice the "
+                "passes of the training set alone"
+            )
+        else:
+            lines.append(
+                "with a validation set (val_data=, as `lca demo` has) each point is also "
+                "evaluated on it: twice these passes"
+            )
         lines += [
             "",
             f"{'rule':<12} {'passes/step':<12} {'s/step':<20}"

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..analysis import ANALYSES, Analysis, analyze
+from ..engine.summary import Summary
 from ..plot.figures import FIGURES as FIGURES_OF
 from ..plot.figures import FigureSpec
 from ..storage.outputs import HTML_MARK, PNG_METADATA, check_output, write_text
@@ -54,6 +55,12 @@ def _figure(
     )
 
 
+def _warning(summary: Summary) -> str:
+    """The report's first line when the run is not as accurate as its summary promises."""
+    warning = summary.accuracy_warning()
+    return f'<p class="warning">Warning: {html.escape(warning)}</p>' if warning else ""
+
+
 def _table(rows: list[tuple[str, str, str]]) -> str:
     body = "".join(
         f'<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td><td class="why">'
@@ -71,7 +78,11 @@ table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .8em;border-bott
 text-align:left;vertical-align:top}th{font-weight:600;color:#444}
 figure{margin:2em 0;border-top:1px solid #eee;padding-top:1em}
 figure img{max-width:100%;height:auto;display:block}figcaption{color:#444;font-size:.95em}
-.missing{color:#a33}.why{color:#666;font-size:.9em}.help{color:#1a9641}.hurt{color:#d7191c}pre{white-space:pre-wrap;font-size:.85em}
+.missing{color:#a33}
+.warning{background:#fdecea;color:#a11;padding:.6em 1em;border-left:4px solid #d7191c;
+font-weight:600}
+.why{color:#666;font-size:.9em}.help{color:#1a9641}.hurt{color:#d7191c}
+pre{white-space:pre-wrap;font-size:.85em}
 """
 
 
@@ -104,7 +115,7 @@ def _render(run: Run, results: dict[str, Any], frames: int, progress: bool) -> s
 parameter: negative (<span class="help">green</span>) lowered the loss, positive
 (<span class="hurt">red</span>) raised it. The allocations of a step add up to its loss
 change up to the residual shown below.</p>
-<h2>Summary</h2>{_table(summary.rows())}
+{_warning(summary)}<h2>Summary</h2>{_table(summary.rows())}
 <h3>LCA per layer</h3><table>{layers}</table>
 {"".join(sections)}
 <h2>Run metadata</h2><pre>{meta}</pre>
@@ -148,7 +159,8 @@ def _save_figures(
     progress: bool,
 ) -> list[Path]:
     written = []
-    for analysis, spec, target in tqdm(planned, desc="figures", disable=not progress, leave=False):
+    bar = tqdm(planned, desc="figures", disable=not (progress and planned), leave=False)
+    for analysis, spec, target in bar:
         if _unavailable(run, results, analysis) is not None:
             continue
         figure = spec.draw(run, results.get(analysis.key), 0)

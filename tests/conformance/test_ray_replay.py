@@ -37,11 +37,12 @@ def _backend() -> FunctionBackend:
 
 
 class _DiesOnce(FunctionBackend):
-    """Kills the Ray worker that first evaluates with it (the driver's process is spared)."""
+    """Kills the Ray worker that first evaluates with it (the driver's process, whose pid it
+    is given, is spared; a worker builds the backend again from these arguments)."""
 
-    def __init__(self, marker: Path, *args, **kwargs) -> None:
+    def __init__(self, marker: Path, driver: int, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.marker, self.driver = str(marker), os.getpid()
+        self.marker, self.driver = str(marker), driver
 
     def evaluate_split(self, thetas, state, split, per_class):
         if os.getpid() != self.driver and not os.path.exists(self.marker):
@@ -112,7 +113,9 @@ def test_ray_replay_writes_the_run_a_sequential_replay_writes(
 
 def test_a_task_whose_worker_dies_is_retried(recorded, tmp_path):
     loss_and_grad, theta0, data, layout = _parts()
-    dying = _DiesOnce(tmp_path / "died", loss_and_grad, theta0, data=data, layout=layout)
+    dying = _DiesOnce(
+        tmp_path / "died", os.getpid(), loss_and_grad, theta0, data=data, layout=layout
+    )
     _sequential_and_ray(recorded, tmp_path, dying, workers=2)
     assert (tmp_path / "died").read_text() == "died"  # a worker did die
 

@@ -374,6 +374,76 @@ class JaxSession(Session):
             self.steps_done += 1
 
 
+class NnxSession(Session):
+    """The same MLP as a flax nnx model, its optimizer updating it in place (the API flax
+    recommends): ``Tracker(loss_fn, model, data)`` and ``with tracker.step()``."""
+
+    dtypes = ("float32",)
+
+    def __init__(self, dtype: str = "float32") -> None:
+        import jax.numpy as jnp
+        import optax
+        from flax import nnx
+
+        self.x, y = problem()
+        self.y = y.astype(np.int32)
+
+        class MLP(nnx.Module):
+            def __init__(self, rngs: nnx.Rngs) -> None:
+                self.fc0 = nnx.Linear(D, HIDDEN, rngs=rngs)
+                self.fc1 = nnx.Linear(HIDDEN, C, rngs=rngs)
+
+            def __call__(self, x: Any) -> Any:
+                return self.fc1(jnp.tanh(self.fc0(x)))
+
+        self.model = MLP(nnx.Rngs(0))
+        k0, b0, k1, b1 = (jnp.asarray(w) for w in init_weights())
+        self.model.fc0.kernel.value, self.model.fc0.bias.value = k0, b0
+        self.model.fc1.kernel.value, self.model.fc1.bias.value = k1, b1
+        self.optimizer = nnx.Optimizer(self.model, optax.sgd(LR), wrt=nnx.Param)
+
+    def flat_params(self) -> np.ndarray:
+        import jax
+        from flax import nnx
+
+        leaves = jax.tree_util.tree_leaves(nnx.state(self.model, nnx.Param))
+        return np.concatenate([np.asarray(leaf, dtype=np.float32).ravel() for leaf in leaves])
+
+    @staticmethod
+    def per_example(model, x, y):
+        import optax
+
+        return optax.softmax_cross_entropy_with_integer_labels(model(x), y)
+
+    def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
+        from lca_jax import Tracker
+
+        f = self.per_example
+        loss = (lambda m, x, y: f(m, x, y).mean()) if convention == "mean" else f
+        if stochastic:
+            noise = jax_counter()
+
+            def loss(m, x, y, _f=loss):
+                return _f(m, x, y) + 1e-3 * noise()
+
+        if "val_data" in options:
+            xv, yv = options["val_data"]
+            options["val_data"] = (xv, yv.astype(np.int32))
+        data = (data[0], data[1].astype(np.int32)) if data else (self.x, self.y)
+        return Tracker(loss, self.model, data, store, **options)
+
+    def train(self, tracker, steps):
+        from flax import nnx
+
+        for _ in range(steps):
+            idx = batch_indices(self.steps_done)
+            x, y = self.x[idx], self.y[idx]
+            grads = nnx.grad(lambda m, x=x, y=y: self.per_example(m, x, y).mean())(self.model)
+            with tracker.step():
+                self.optimizer.update(self.model, grads)
+            self.steps_done += 1
+
+
 @dataclass(frozen=True)
 class Integration:
     name: str
@@ -428,4 +498,6 @@ def installed() -> list[Integration]:
             found.append(Integration("keras-jax", KerasJaxSession, _keras_classes))
     if importlib.util.find_spec("jax") and importlib.util.find_spec("optax"):
         found.append(Integration("jax", JaxSession, _jax_classes))
+        if importlib.util.find_spec("flax") and os.environ.get("KERAS_BACKEND") != "jax":
+            found.append(Integration("jax-nnx", NnxSession, _jax_classes))
     return found

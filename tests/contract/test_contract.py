@@ -107,6 +107,44 @@ def test_record_then_replay_equals_online(integration, tmp_path):
     np.testing.assert_array_equal(y.step_index, x.step_index)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray (2 CPUs) whose workers unpickle the sessions' losses by value."""
+    ray = pytest.importorskip("ray")
+    cloudpickle = pytest.importorskip("cloudpickle")
+    import tests.contract.integrations
+
+    cloudpickle.register_pickle_by_value(tests.contract.integrations)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_replay_equals_the_sequential_replay(integration, tmp_path, local_ray):
+    """The backend travels to Ray's workers (built again there) and allocates each range
+    as this process does: the same losses and allocations, to float rounding."""
+    session = integration.session()
+    r = session.tracker(tmp_path / "recorded", record_only=True)
+    session.train(r, 5)
+    r.close()
+    seq = replay(tmp_path / "recorded", session.backend(), out=tmp_path / "seq", progress=False)
+    par = replay(
+        tmp_path / "recorded",
+        session.backend(),
+        out=tmp_path / "ray",
+        progress=False,
+        executor="ray",
+        workers=2,
+    )
+    a, b = open_run(tmp_path / "seq"), open_run(tmp_path / "ray")
+    assert a.steps == b.steps == 5
+    assert len(set(np.round(b.losses, 6))) == 6  # every point evaluated where it is
+    np.testing.assert_allclose(b.losses, a.losses, rtol=1e-6)
+    np.testing.assert_allclose(b.layer_lca, a.layer_lca, rtol=1e-5, atol=1e-8)
+    assert par.budget_used == pytest.approx(seq.budget_used, rel=1e-3, abs=1e-9)
+    assert par.unconverged_steps == seq.unconverged_steps
+
+
 def test_resume_continues_the_run(integration, tmp_path):
     whole, split = integration.session(), integration.session()
     a = whole.tracker(tmp_path / "whole")

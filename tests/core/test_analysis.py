@@ -237,3 +237,13 @@ def test_analyze_says_what_a_run_lacks(tmp_path):
     assert "param_lca" in results["tails"]["unavailable"]
     assert "store_trajectory" in results["oscillations"]["unavailable"]
     assert isinstance(results["helping"], A.HelpingFractions)
+
+
+def test_the_analysis_text_is_in_plain_words(run_path):
+    from lca_core.analysis import analyze, format_analysis
+
+    text = format_analysis(analyze(open_run(run_path)))
+    assert "panels {" not in text and "sub-intervals per step: " in text
+    assert "smallest p this test can give" in text  # a floor of the p-value, said
+    assert "Gini" in text and "(0 = every parameter" in text
+    assert "KS D = the fit's largest gap" in text or "Weibull" not in text

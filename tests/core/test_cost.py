@@ -120,3 +120,40 @@ def test_estimate_evaluates_as_a_tracked_step_does(monkeypatch):
     simpson = next(line for line in result.table().splitlines() if line.startswith("simpson"))
     assert simpson.split()[1] == "4"  # two points, each on both splits
     assert f"in {result.groups} groups" in result.table()
+
+
+FORECAST_SCRIPT = """
+import itertools, sys
+from lca_core import FunctionBackend, Tracker
+from tests.core.test_cost import problem
+
+x, y, mlp, traj = problem()
+backend = FunctionBackend(mlp.loss_and_grad, traj[0], data=(x, y), layout=mlp.layout)
+tracker = Tracker(backend, progress=sys.argv[1] == "bar")
+for before, after in itertools.pairwise(traj):
+    tracker.update(before, after)
+print("TRAINING DONE", file=sys.stderr, flush=True)
+tracker.close()
+"""
+
+
+def test_the_forecast_is_shown_once_without_any_logging_setup(tmp_path):
+    """A plain script configures no logging: the forecast still reaches the user, once, on
+    standard error — with a progress bar, after the bar instead of through it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "loop.py"
+    script.write_text(FORECAST_SCRIPT)
+    root = Path(__file__).resolve().parents[2]
+    for mode in ("plain", "bar"):
+        out = subprocess.run(
+            [sys.executable, str(script), mode], cwd=root, capture_output=True, text=True,
+            check=True, env={**__import__("os").environ, "PYTHONPATH": str(root)},
+        )  # fmt: skip
+        lines = [line for line in out.stderr.splitlines() if "LCA costs" in line]
+        assert len(lines) == 1, out.stderr
+        done = out.stderr.index("TRAINING DONE")
+        at = out.stderr.index("LCA costs")
+        assert (at < done) if mode == "plain" else (at > done), out.stderr

@@ -303,3 +303,21 @@ def test_the_report_checks_the_figure_files_before_any_work(
     (figs / "layer_totals.png").unlink()
     assert main([*args, "--figures", str(figs)]) == 0
     assert (tmp_path / "r.html").exists() and len(calls) == 1
+
+
+def test_lca_report_writes_beside_the_run_by_default_and_help_shows_defaults(
+    run_path, tmp_path, capsys
+):
+    import shutil
+
+    run = tmp_path / "runs" / "mine"
+    shutil.copytree(run_path, run)
+    assert main(["report", str(run), "--frames", "2"]) == 0
+    assert (tmp_path / "runs" / "mine.html").is_file()  # as `lca demo` writes it
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    shown = capsys.readouterr().out
+    assert "(default: 24)" in shown and "(default: 0)" in shown and "RUN.html" in shown
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    assert "def setup():" in capsys.readouterr().out  # --setup comes with an example

@@ -273,6 +273,21 @@ def set_counter(value):
     return attrs(lambda a: a["lca_commit"].__setitem__("lca", value))
 
 
+def claim_rows(rows, *, version=None):
+    """Every per-step array declares ``rows`` rows and the counters commit them all: a store
+    consistent with itself whose data is not there."""
+
+    def mutate(run):
+        for meta in run.glob("*/zarr.json"):
+            edit_json(meta, lambda d: d.__setitem__("shape", [rows, *d["shape"][1:]]))
+        set_counter(rows - 1)(run)
+        attrs(lambda a: a["lca_commit"].__setitem__("trajectory", rows - 1))(run)
+        if version is not None:
+            attrs(lambda a: a["lca"].__setitem__("format_version", version))(run)
+
+    return mutate
+
+
 HOSTILE = {
     "truncated per-parameter chunk": truncate("param_lca/c/0/0"),
     "empty chunk": truncate("losses/c/0", 0.0),
@@ -282,6 +297,8 @@ HOSTILE = {
     "chunk linked to /dev/zero": relink("param_lca/c/0/0", "/dev/zero"),
     "chunk that is a FIFO": fifo("residuals/c/0"),
     "counter of 1e12": set_counter(10**12),
+    "arrays of 1e12 rows, all committed": claim_rows(10**12),
+    "arrays of 1e12 rows, all committed, format 1": claim_rows(10**12, version=1),
     "counter 1e300 (float)": set_counter(1e300),
     "negative counter": set_counter(-3),
     "counter as a string": set_counter("12"),

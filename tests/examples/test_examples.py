@@ -209,3 +209,34 @@ def test_the_hugging_face_trainer_under_torchrun_writes_one_run(tmp_path):
     assert same[0] == same[1]
     run = open_run(tmp_path / "run")
     assert run.steps == 6 and run.metadata["policy"]["processes"] == 2
+
+
+def test_the_readme_loop_gives_a_report_with_every_figure(tmp_path, monkeypatch):
+    """README's "In your own training loop", run as written (its hidden setup first), then
+    `lca report` on the run: no figure is missing."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import re
+
+    from lca_core.tools.cli import main
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    setup, loop = re.findall(r"```python\n(.*?)\n```", readme, flags=re.S)[:2]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(setup + "\n" + loop, "README.md", "exec"), {})
+    assert main(["report", "runs/readme", "--frames", "2"]) == 0
+    html = (tmp_path / "runs" / "readme.html").read_text()
+    assert html.count("<figure") == 11
+    assert "Not available" not in html
+
+
+def test_the_ddp_example_run_without_torchrun_says_how_to_run_it():
+    pytest.importorskip("torch")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ddp_torchrun.py")],
+        capture_output=True, text=True, timeout=120, cwd=EXAMPLES, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "torchrun --standalone --nproc_per_node 2" in proc.stderr
+    assert "Traceback" not in proc.stderr
