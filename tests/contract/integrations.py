@@ -359,7 +359,11 @@ class JaxSession(Session):
             xv, yv = options["val_data"]
             options["val_data"] = (xv, yv.astype(np.int32))
         data = (data[0], data[1].astype(np.int32)) if data else (self.x, self.y)
-        return Tracker(loss, self.params, data, store, **options)
+        return Tracker(loss, self.tracked(), data, store, **options)
+
+    def tracked(self) -> Any:
+        """What the tracker is given: the parameters (a model, for nnx)."""
+        return self.params
 
     def train(self, tracker, steps):
         import jax
@@ -374,7 +378,7 @@ class JaxSession(Session):
             self.steps_done += 1
 
 
-class NnxSession(Session):
+class NnxSession(JaxSession):
     """The same MLP as a flax nnx model, its optimizer updating it in place (the API flax
     recommends): ``Tracker(loss_fn, model, data)`` and ``with tracker.step()``."""
 
@@ -398,8 +402,13 @@ class NnxSession(Session):
 
         self.model = MLP(nnx.Rngs(0))
         k0, b0, k1, b1 = (jnp.asarray(w) for w in init_weights())
-        self.model.fc0.kernel.value, self.model.fc0.bias.value = k0, b0
-        self.model.fc1.kernel.value, self.model.fc1.bias.value = k1, b1
+        for variable, value in (
+            (self.model.fc0.kernel, k0),
+            (self.model.fc0.bias, b0),
+            (self.model.fc1.kernel, k1),
+            (self.model.fc1.bias, b1),
+        ):
+            variable[...] = value
         self.optimizer = nnx.Optimizer(self.model, optax.sgd(LR), wrt=nnx.Param)
 
     def flat_params(self) -> np.ndarray:
@@ -415,22 +424,8 @@ class NnxSession(Session):
 
         return optax.softmax_cross_entropy_with_integer_labels(model(x), y)
 
-    def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
-        from lca_jax import Tracker
-
-        f = self.per_example
-        loss = (lambda m, x, y: f(m, x, y).mean()) if convention == "mean" else f
-        if stochastic:
-            noise = jax_counter()
-
-            def loss(m, x, y, _f=loss):
-                return _f(m, x, y) + 1e-3 * noise()
-
-        if "val_data" in options:
-            xv, yv = options["val_data"]
-            options["val_data"] = (xv, yv.astype(np.int32))
-        data = (data[0], data[1].astype(np.int32)) if data else (self.x, self.y)
-        return Tracker(loss, self.model, data, store, **options)
+    def tracked(self) -> Any:
+        return self.model
 
     def train(self, tracker, steps):
         from flax import nnx

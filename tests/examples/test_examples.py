@@ -19,6 +19,7 @@ NEEDS = {
     "keras_fit": ["keras", "tensorflow"],
     "keras_custom_loop": ["keras", "tensorflow"],
     "jax_flax_cnn": ["jax", "flax", "optax"],
+    "jax_nnx_cnn": ["jax", "flax", "optax"],
     "record_then_replay": ["torch"],
     "subset_error_bars": ["torch"],
 }
