@@ -411,9 +411,11 @@ def apply(run, mutation):
 
         try:
             return attrs(edit)(run)
-        except (ValueError, KeyError, TypeError):  # an earlier mutation broke the JSON
-            return None
+        except (ValueError, KeyError, TypeError, FileNotFoundError):
+            return None  # an earlier mutation broke the JSON, or deleted the file
     path = run / target
+    if not path.exists():  # an earlier mutation deleted it
+        return None
     data = path.read_bytes()
     if not data:
         return None
