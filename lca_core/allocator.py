@@ -21,7 +21,7 @@ from ._version import __version__
 from .contract import check_allocation, resolve_options
 from .engine.cost import CostMeter, Forecast
 from .engine.evaluator import step_evaluator
-from .engine.quadrature import accepted, step_tolerance
+from .engine.quadrature import RunBudget, accepted
 from .engine.step import StepResult, group_allocations, step_result
 from .engine.summary import RunningSummary, Summary
 from .errors import AccuracyWarning, UnknownOptionError
@@ -241,24 +241,22 @@ class Allocator:
         """Whether a step allocated elsewhere meets the acceptance rule here, with the run
         so far (each split's end loss is the one its residual was measured against)."""
         assert self._point is not None
-        so_far = self.running.so_far()
+        budget = self._budget()
         changes = result.layer_change or {}
         ends = {"train": (result.residual, result.layer_lca)}
         if result.val_residual is not None and result.val_layer_lca is not None:
             ends["val"] = (result.val_residual, result.val_layer_lca)
         for split, (residual, layer_lca) in ends.items():
             start = self._point.evals[split].loss
-            limit = step_tolerance(
-                start,
-                start + residual + float(np.sum(layer_lca)),
-                tol=self.options.tol,
-                share=self.options.budget * BUDGET_SHARE,
-                floor=self.rounding,
-                so_far=so_far.get(split),
-            )
+            end = start + residual + float(np.sum(layer_lca))
+            limit = budget.limit(split, start, end, tol=self.options.tol, floor=self.rounding)
             if not accepted(limit, residual, changes.get(split)):
                 return False
         return True
+
+    def _budget(self) -> RunBudget:
+        """What the run's budget asks of the next step, given the steps so far."""
+        return RunBudget(self.options.budget * BUDGET_SHARE, self.running.so_far())
 
     def _allocate(
         self, new: Snapshot, theta1: np.ndarray, step_index: int | None
@@ -277,9 +275,8 @@ class Allocator:
             tol=opts.tol,
             max_panels=opts.max_panels,
             parts=group_allocations(self.layout, delta) if self.subset else None,
-            share=opts.budget * BUDGET_SHARE if self.guard_budget else 0.0,
             floor=self.rounding,
-            so_far=self.running.so_far() if self.guard_budget else None,
+            budget=self._budget() if self.guard_budget else None,
             layers=self.layout.reduce_by_layer,
         )
         evals1, drift = integral.end, 0.0

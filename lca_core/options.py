@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, Literal
 
 #: who acts on an option: the allocator, the backend an integration builds, or the tracker
@@ -136,9 +136,6 @@ class Options:
     def with_(self, **changes: Any) -> Options:
         """These options with some changed (checked again)."""
         return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     # -- the run's config ---------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

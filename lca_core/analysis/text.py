@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..engine.summary import percent
 from .accuracy import Accuracy
 from .helping import HelpingFractions, ParameterHelping
 from .layers import Concentration, Generalization
@@ -98,7 +99,7 @@ def accuracy(a: Accuracy) -> list[str]:
     r = a.residuals
     lines = [
         f"  {a.rule}: mean |r| {r.mean_abs:.2e}, max |r| {r.max_abs:.2e}, "
-        f"budget used {100 * r.budget_used:.3f} %"
+        f"budget used {percent(r.budget_used)}"
     ]
     lines.append(
         "  quadrature sub-intervals per step: "
@@ -111,7 +112,7 @@ def accuracy(a: Accuracy) -> list[str]:
         f = a.first_order
         lines.append(
             f"  first order: mean |r| {f.mean_abs:.2e}, max |r| {f.max_abs:.2e}, "
-            f"budget used {100 * f.budget_used:.2f} %"
+            f"budget used {percent(f.budget_used)}"
         )
     return [
         *lines,

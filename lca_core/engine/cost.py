@@ -107,14 +107,12 @@ class CostMeter:
 
     def step_done(
         self, passes: int, steps_ahead: int | None, *, rule: str, subset: bool = False
-    ) -> Forecast | None:
-        """Mark an allocated step; the first time a forecast can be made, make it and
-        return it (None on every other step): the tracker shows it (:func:`announce`)."""
+    ) -> None:
+        """Mark an allocated step; the first time a forecast can be made, make it
+        (``first_forecast``: the tracker shows it, :func:`announce`)."""
         self.mark_step(passes)
-        if self.first_forecast is not None:
-            return None
-        self.first_forecast = self.forecast(steps_ahead, rule=rule, subset=subset)
-        return self.first_forecast
+        if self.first_forecast is None:
+            self.first_forecast = self.forecast(steps_ahead, rule=rule, subset=subset)
 
     @property
     def training_seconds(self) -> float:

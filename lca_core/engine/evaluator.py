@@ -151,7 +151,7 @@ class CheckedEvaluator:
         """The step θ_0 → θ_1 = θ_0 + Δ's integral of the gradient (:func:`integrate`),
         checked: a step whose parameters are NaN or infinite is named as divergence, a
         non-finite gradient along it as such. ``acceptance``: :func:`integrate`'s
-        ``share``, ``floor`` and ``layers``."""
+        ``floor``, ``budget`` and ``layers``."""
         where = f"step {step}"
         nodes = self.along(theta0, delta, theta1, state, where)
         try:

@@ -177,6 +177,9 @@ class PathIntegral:
     #: (from the last refinement, or for Simpson's first estimate from the trapezoid on
     #: its nodes; None where there is none)
     layer_changes: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    #: per split, the per-layer sums of Δ⊙ḡ at the final estimate, where the acceptance
+    #: rule computed them (the step's result takes them instead of summing again)
+    layer_sums: dict[str, np.ndarray] | None = None
 
     @property
     def panels(self) -> int:
@@ -218,6 +221,28 @@ def accepted(limit: float, residual: float, layer_change: float | None) -> bool:
     return abs(residual) <= limit and (layer_change is None or layer_change <= limit)
 
 
+@dataclass(frozen=True)
+class RunBudget:
+    """What the run's error budget asks of each step: ``share`` (half the budget) of
+    |L(θ_{t+1}) − L(θ_0)|, less what the run so far spent (``so_far``, per split: L(θ_0)
+    and the Σ r of the steps before) — see :func:`step_tolerance`."""
+
+    share: float
+    so_far: Mapping[str, tuple[float, float]]
+
+    def limit(
+        self, split: str, start_loss: float, end_loss: float, *, tol: float, floor: float
+    ) -> float:
+        return step_tolerance(
+            start_loss,
+            end_loss,
+            tol=tol,
+            share=self.share,
+            floor=floor,
+            so_far=self.so_far.get(split),
+        )
+
+
 def integrate(
     rule: str,
     start: Mapping[str, Evaluation],
@@ -227,16 +252,15 @@ def integrate(
     tol: float,
     max_panels: int,
     parts: Callable[[np.ndarray], np.ndarray] | None = None,
-    share: float = 0.0,
     floor: float = 0.0,
-    so_far: Mapping[str, tuple[float, float]] | None = None,
+    budget: RunBudget | None = None,
     layers: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> PathIntegral:
     """ḡ along θ_t + sΔ for every split in ``start``, doubling the panels until every split
     meets the acceptance rule (:func:`step_tolerance`, :func:`accepted`) or ``max_panels``
     is reached. ``layers`` maps Δ⊙ḡ to per-layer sums (without it, the residual alone
-    decides); ``share``, ``floor`` and ``so_far`` (per split) are those of
-    :func:`step_tolerance`.
+    decides); ``floor`` is the losses' relative rounding, ``budget`` what the run's budget
+    asks (None: ``tol`` alone).
 
     ``parts`` maps each node's per-class (or per-group) gradients before they are summed,
     e.g. onto Δ by layer where only those sums are wanted (the sums are linear, so the
@@ -246,65 +270,59 @@ def integrate(
     if parts is not None:
         evaluate = _mapped_on_arrival(evaluate, parts)
 
-    def judge(
-        integral: PathIntegral, before: dict[str, np.ndarray] | None, order: int = 0
-    ) -> PathIntegral:
-        """Accepted or not; ``before`` is the coarser estimate of the per-layer sums, and a
-        refinement of a rule of ``order`` (4: Simpson, 2: trapezoid) leaves 1/(2^order − 1)
-        of the change it made (Richardson): the finer estimate's error."""
-        changes: dict[str, float | None] = {}
-        scale = 1.0 / (2**order - 1) if order else 1.0
-        for s, g in integral.grads.items():
-            changes[s] = None
-            if before is not None and layers is not None:
-                change = np.abs(layers(g.allocation(delta)) - before[s]).sum()
-                changes[s] = float(change) * scale
-        integral.layer_changes = changes
-        integral.accepted = all(
-            accepted(
-                step_tolerance(
-                    start[s].loss,
-                    integral.end[s].loss,
-                    tol=tol,
-                    share=share,
-                    floor=floor,
-                    so_far=so_far.get(s) if so_far is not None else None,
-                ),
-                integral.residuals[s],
-                changes[s],
-            )
-            for s in integral.grads
-        )
-        return integral
-
-    def first_estimate(integral: PathIntegral) -> dict[str, np.ndarray] | None:
-        """Simpson's first estimate has no coarser one of its own: the trapezoid on the same
-        nodes stands in, its per-layer allocations moved towards Simpson's by the share of
-        the trapezoid's total error that Simpson removed (its residual against the
-        trapezoid's: on a cubic, all of it). When the trapezoid's own residual is within the
-        losses' rounding, that share cannot be measured and none is assumed removed."""
-        if layers is None:
-            return None
-        out = {}
-        for s, g in integral.grads.items():
-            simpson = layers(g.allocation(delta))
-            trapezoid = layers(delta * g.trapezoid_value())
-            r_trapezoid = (integral.end[s].loss - start[s].loss) - float(trapezoid.sum())
-            noise = floor * max(1.0, abs(start[s].loss), abs(integral.end[s].loss))
-            kept = 1.0
-            if abs(r_trapezoid) > noise:
-                kept = min(1.0, abs(integral.residuals[s]) / abs(r_trapezoid))
-            out[s] = simpson - kept * (simpson - trapezoid)
-        return out
+    def limit(s: str, integral: PathIntegral) -> float:
+        if budget is None:
+            return tol
+        return budget.limit(s, start[s].loss, integral.end[s].loss, tol=tol, floor=floor)
 
     def by_layer(integral: PathIntegral) -> dict[str, np.ndarray] | None:
         if layers is None:
             return None
         return {s: layers(g.allocation(delta)) for s, g in integral.grads.items()}
 
+    def judge(
+        integral: PathIntegral,
+        now: dict[str, np.ndarray] | None,
+        before: dict[str, np.ndarray] | None,
+        order: int = 0,
+    ) -> PathIntegral:
+        """Accepted or not, from the per-layer sums ``now`` and a coarser estimate of them,
+        ``before``: a refinement of a rule of ``order`` (4: Simpson, 2: trapezoid) leaves
+        1/(2^order − 1) of the change it made (Richardson), the finer estimate's error."""
+        scale = 1.0 / (2**order - 1) if order else 1.0
+        changes: dict[str, float | None] = {s: None for s in integral.grads}
+        if now is not None and before is not None:
+            for s in integral.grads:
+                changes[s] = float(np.abs(now[s] - before[s]).sum()) * scale
+        integral.layer_changes, integral.layer_sums = changes, now
+        integral.accepted = all(
+            accepted(limit(s, integral), integral.residuals[s], changes[s]) for s in integral.grads
+        )
+        return integral
+
+    def first_estimate(
+        integral: PathIntegral, simpson: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Simpson's first estimate has no coarser one of its own: the trapezoid on the same
+        nodes stands in, its per-layer allocations moved towards Simpson's by the share of
+        the trapezoid's total error that Simpson removed (its residual against the
+        trapezoid's: on a cubic, all of it). When the trapezoid's own residual is within the
+        losses' rounding, that share cannot be measured and none is assumed removed."""
+        assert layers is not None
+        out = {}
+        for s, g in integral.grads.items():
+            trapezoid = layers(delta * g.trapezoid_value())
+            r_trapezoid = (integral.end[s].loss - start[s].loss) - float(trapezoid.sum())
+            noise = floor * max(1.0, abs(start[s].loss), abs(integral.end[s].loss))
+            kept = 1.0
+            if abs(r_trapezoid) > noise:
+                kept = min(1.0, abs(integral.residuals[s]) / abs(r_trapezoid))
+            out[s] = simpson[s] - kept * (simpson[s] - trapezoid)
+        return out
+
     if rule == "auto":
         first = evaluate([1.0])
-        trapezoid = judge(_integral("trapezoid", start, delta, first, parts), None)
+        trapezoid = judge(_integral("trapezoid", start, delta, first, parts), None, None)
         if max_panels < 2 or trapezoid.accepted:
             return trapezoid
         middle = evaluate([0.5])
@@ -312,10 +330,11 @@ def integrate(
     else:
         first = evaluate(first_nodes(rule))
     integral = _integral(rule, start, delta, first, parts)
-    judge(integral, first_estimate(integral) if rule == "simpson" else None)
+    now = by_layer(integral) if rule == "simpson" else None
+    judge(integral, now, first_estimate(integral, now) if now is not None else None)
     n = initial_panels(rule)
     while refinable(rule) and n < max_panels and not integral.accepted and _finite(integral):
-        before = by_layer(integral)
+        before = now if now is not None else by_layer(integral)
         for split, evs in evaluate(refinement_nodes(n).tolist()).items():
             integral.grads[split].refine([e.grad for e in evs])
             if (c := integral.class_grads[split]) is not None:
@@ -327,7 +346,8 @@ def integrate(
             }
         )
         n *= 2
-        judge(integral, before, order=4 if rule == "simpson" else 2)
+        now = by_layer(integral)
+        judge(integral, now, before, order=4 if rule == "simpson" else 2)
     return integral
 
 

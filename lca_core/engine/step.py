@@ -66,6 +66,7 @@ def step_result(
         stderr = layer_stderr(grouped.value(), subset)
         grouped = None  # random groups, not classes: nothing to store per class
     val = integral.grads.get("val")
+    sums = integral.layer_sums  # the per-layer sums the acceptance rule computed, if any
     return StepResult(
         step=step,
         loss_before=start["train"].loss,
@@ -76,11 +77,15 @@ def step_result(
         panels=integral.panels,
         converged=integral.accepted,
         gradient_passes=gradient_passes,
-        layer_lca=layout.reduce_by_layer(lca),
+        layer_lca=sums["train"] if sums is not None else layout.reduce_by_layer(lca),
         layer_counts=sign_counts(lca, layout),
         class_lca=grouped.allocation(delta) if grouped is not None else None,
         val_residual=integral.residuals["val"] if val is not None else None,
-        val_layer_lca=layout.reduce_by_layer(val.allocation(delta)) if val is not None else None,
+        val_layer_lca=(
+            (sums["val"] if sums is not None else layout.reduce_by_layer(val.allocation(delta)))
+            if val is not None
+            else None
+        ),
         layer_lca_stderr=stderr,
         layer_change=dict(integral.layer_changes),
     )
