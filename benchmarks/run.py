@@ -16,6 +16,7 @@ BENCHMARKS = {
     "subset_memory": "bench_rules:run_subset_memory",
     "core": "bench_core",
     "torch": "bench_torch",
+    "parts": "bench_parts",
     "jax": "bench_jax",
     "tensorflow": "bench_tensorflow",
     "memory": "bench_scale:run_memory",

@@ -1,5 +1,8 @@
 """JAX: a flax CNN trained with optax; `tracker.update(params, new_params)` per step.
 
+The optimizer comes from `lca_jax.optimizers` (optax's Adam, its hyperparameters kept in
+the state), so `optimizer=` splits each step's LCA by the terms of the update.
+
 python examples/jax_flax_cnn.py [--steps 40] [--out RUN]
 """
 
@@ -8,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from _common import arguments, digits
-from lca_jax import Tracker
+from lca_jax import Tracker, optimizers
 
 
 class CNN(nn.Module):
@@ -29,7 +32,9 @@ args = arguments(__doc__, steps=40)
 x, y, x_eval, y_eval = digits()
 y, y_eval = y.astype("int32"), y_eval.astype("int32")
 params = CNN().init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))
-optimizer = optax.adam(3e-3)
+# optax.adam(3e-3), built so that lca can read its hyperparameters from the state and
+# split each step into gradient, momentum and weight-decay parts
+optimizer = optimizers.adam(3e-3)
 opt_state = optimizer.init(params)
 
 
@@ -40,10 +45,10 @@ def step(params, opt_state, x, y):
     return optax.apply_updates(params, updates), opt_state
 
 
-tracker = Tracker(loss_fn, params, (x_eval, y_eval), args.out)
+tracker = Tracker(loss_fn, params, (x_eval, y_eval), args.out, optimizer=optimizer)
 for i in range(args.steps):
     idx = jax.random.randint(jax.random.PRNGKey(i), (64,), 0, len(x))
-    new_params, opt_state = step(params, opt_state, x[idx], y[idx])
-    tracker.update(params, new_params)
-    params = new_params
+    new_params, new_state = step(params, opt_state, x[idx], y[idx])
+    tracker.update(params, new_params, opt_state=(opt_state, new_state))
+    params, opt_state = new_params, new_state
 print(tracker.close())

@@ -21,7 +21,8 @@ model.compile(
     keras.optimizers.SGD(0.1, momentum=0.9),
     keras.losses.SparseCategoricalCrossentropy(from_logits=True),
 )
-callback = LCACallback((x_eval, y_eval), args.out, progress=False)  # loss: the compiled one
+# loss: the compiled one; optimizer=True splits each step by the compiled optimizer's terms
+callback = LCACallback((x_eval, y_eval), args.out, progress=False, optimizer=True)
 model.fit(
     x[: 64 * args.steps],
     y[: 64 * args.steps],

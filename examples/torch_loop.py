@@ -20,7 +20,10 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 loss_fn = nn.CrossEntropyLoss()
 
 # the loss LCA splits: the full evaluation set, evaluated at every step
-tracker = Tracker(model, loss_fn, (x_eval, y_eval), args.out, store_params=True)
+# optimizer=: each step's LCA also split into gradient, momentum and weight-decay parts
+tracker = Tracker(
+    model, loss_fn, (x_eval, y_eval), args.out, store_params=True, optimizer=optimizer
+)
 for _ in range(args.steps):
     idx = torch.randint(0, len(x), (64,))
     loss = loss_fn(model(x[idx]), y[idx])

@@ -9,6 +9,8 @@ from ._version import __version__
 from .allocator import Allocator
 from .backend_kit.function_backend import FunctionBackend
 from .backend_kit.plugins import available_backends, create_backend, load_backend
+from .backend_kit.splitters import Splitter
+from .engine.parts import PARTS
 from .engine.step import StepResult
 from .engine.summary import Summary
 from .errors import (
@@ -23,6 +25,7 @@ from .errors import (
     NotARunError,
     UnknownBackendError,
     UnknownOptionError,
+    UnsupportedOptimizerError,
 )
 from .layout import Layout, ParamSpec
 from .options import Options
@@ -32,6 +35,7 @@ from .storage.run import Run, open_run
 from .tracker import Allocation, Tracker, allocate
 
 __all__ = [
+    "PARTS",
     "Allocation",
     "Allocator",
     "Backend",
@@ -51,11 +55,13 @@ __all__ = [
     "ParamSpec",
     "Run",
     "Snapshot",
+    "Splitter",
     "StepResult",
     "Summary",
     "Tracker",
     "UnknownBackendError",
     "UnknownOptionError",
+    "UnsupportedOptimizerError",
     "__version__",
     "allocate",
     "available_backends",

@@ -21,6 +21,7 @@ from ._version import __version__
 from .contract import check_allocation, resolve_options
 from .engine.cost import CostMeter, Forecast
 from .engine.evaluator import step_evaluator
+from .engine.parts import PARTS, part_deltas
 from .engine.quadrature import RunBudget, accepted
 from .engine.step import StepResult, group_allocations, step_result
 from .engine.summary import RunningSummary, Summary
@@ -57,6 +58,8 @@ class Allocator:
         options: the common options (:class:`~lca_core.options.Options`); keywords of the
             same names (``rule="auto"``, ``store_params=True``, …) override them.
         validation: also allocate the validation split's loss (the backend must hold one).
+        split_by: the optimizer whose update parts :meth:`advance` gets each step (its
+            name, recorded with the run): each step's LCA is split into :data:`PARTS`.
         check_determinism: evaluate θ_0 three times and refuse a loss that is not pure.
         determinism_rtol: how far those three evaluations may differ.
 
@@ -74,6 +77,7 @@ class Allocator:
         options: Options | None = None,
         *,
         validation: bool = False,
+        split_by: str | None = None,
         check_determinism: bool = True,
         determinism_rtol: float = 1e-5,
         **option_values: Any,
@@ -109,6 +113,16 @@ class Allocator:
             "eval_subset": self.subset,
             "lca_version": __version__,
         }
+        #: the parts each step's LCA is split into (``optimizer=``), or None
+        self.parts: tuple[str, ...] | None = None
+        if split_by is not None:
+            if options.record_only:
+                raise ValueError(
+                    "optimizer= splits allocated steps; a record-only run allocates none "
+                    "(record the trajectory without optimizer=, or allocate as it trains)"
+                )
+            self.parts = PARTS
+            self.config.update(parts=list(PARTS), optimizer=str(split_by))
         self.running = RunningSummary(
             self.layout.layers, options.budget, splits=2 if validation else 1
         )
@@ -169,14 +183,25 @@ class Allocator:
         return evals["train"].loss if evals else float("nan")
 
     def advance(
-        self, snapshot: Snapshot | np.ndarray | None = None, step_index: int | None = None
+        self,
+        snapshot: Snapshot | np.ndarray | None = None,
+        step_index: int | None = None,
+        parts: dict[str, np.ndarray] | None = None,
     ) -> StepResult | None:
         """Allocate the step from the current point to ``snapshot`` (default: the model now);
         in record-only mode store the new point and return None. If the step fails, the
-        steps already allocated are committed first: a failure costs only its own step."""
+        steps already allocated are committed first: a failure costs only its own step.
+
+        ``parts``: with ``split_by``, the step's update parts but the gradient's
+        (``momentum``, ``weight_decay``: flat, float64), from the optimizer's splitter."""
+        if (parts is None) != (self.parts is None):
+            raise ValueError(
+                "advance() takes parts= exactly when the allocator splits by an optimizer "
+                "(split_by=)"
+            )
         try:
             with self.cost.measure():
-                result = self._advance(snapshot, step_index)
+                result = self._advance(snapshot, step_index, parts)
         except BaseException:
             if self.recorder is not None:
                 self.recorder.flush()
@@ -196,7 +221,10 @@ class Allocator:
         return max(self.expected_steps - self._step, 0)
 
     def _advance(
-        self, snapshot: Snapshot | np.ndarray | None, step_index: int | None
+        self,
+        snapshot: Snapshot | np.ndarray | None,
+        step_index: int | None,
+        parts: dict[str, np.ndarray] | None = None,
     ) -> StepResult | None:
         if self._point is None:
             raise RuntimeError("call start() before the first optimizer step")
@@ -206,7 +234,7 @@ class Allocator:
         if self.options.record_only:
             evals1: dict[str, Evaluation] = {}
         else:
-            result, evals1 = self._allocate(new, theta1, step_index)
+            result, evals1 = self._allocate(new, theta1, step_index, parts)
             self.running.add(result)
         self._point = _Point(new, theta1, evals1)
         if self.recorder is not None:
@@ -259,11 +287,16 @@ class Allocator:
         return RunBudget(self.options.budget * BUDGET_SHARE, self.running.so_far())
 
     def _allocate(
-        self, new: Snapshot, theta1: np.ndarray, step_index: int | None
+        self,
+        new: Snapshot,
+        theta1: np.ndarray,
+        step_index: int | None,
+        parts: dict[str, np.ndarray] | None = None,
     ) -> tuple[StepResult, dict[str, Evaluation]]:
         assert self._point is not None
         prev, opts = self._point, self.options
         delta = theta1 - prev.theta
+        deltas = None if parts is None else part_deltas(delta, parts)
         integral = self.evaluate.path_integral(
             opts.rule,
             prev.evals,
@@ -274,7 +307,9 @@ class Allocator:
             self._step,
             tol=opts.tol,
             max_panels=opts.max_panels,
-            parts=group_allocations(self.layout, delta) if self.subset else None,
+            parts=group_allocations(self.layout, delta if deltas is None else deltas)
+            if self.subset
+            else None,
             floor=self.rounding,
             budget=self._budget() if self.guard_budget else None,
             layers=self.layout.reduce_by_layer,
@@ -294,6 +329,8 @@ class Allocator:
             drift=drift,
             gradient_passes=self.gradient_passes,
             subset=self.subset,
+            deltas=deltas,
+            keep_parts=opts.store_params,
         )
         return result, evals1
 

@@ -88,6 +88,11 @@ class DistributedError(LCAError, RuntimeError):
         )
 
 
+class UnsupportedOptimizerError(LCAError, TypeError):
+    """``optimizer=`` names an optimizer no splitter knows (the message lists those that
+    are, and how to register one)."""
+
+
 class AccuracyWarning(UserWarning):
     """A run whose allocation is not within what its summary promises: over its error
     budget, or with steps that did not meet the acceptance rule (warned at close)."""

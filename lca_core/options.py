@@ -97,6 +97,13 @@ class Options:
         None, "examples per evaluation chunk (None: the backend's default)", part="backend"
     )
     progress: bool = _option(False, "show a progress bar", part="tracker")
+    optimizer: Any = _option(
+        None,
+        "split each step's LCA into gradient, momentum and weight_decay parts by this "
+        "optimizer's update rule (True in a fit callback: the trainer's own)",
+        part="tracker",
+        replay=False,
+    )
     metadata: Mapping[str, Any] | None = _option(None, "JSON-serialisable dict stored with the run")
 
     def __post_init__(self) -> None:

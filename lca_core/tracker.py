@@ -14,6 +14,7 @@ verbs live here once:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, NamedTuple
@@ -22,10 +23,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .allocator import Allocator
+from .backend_kit.splitters import Splitter
 from .contract import integration, resolve_options
 from .engine.cost import announce
+from .engine.parts import mismatch, part_deltas
 from .engine.step import StepResult
 from .engine.summary import Summary
+from .errors import AccuracyWarning, UnsupportedOptimizerError
+from .layout import unit_roundoff
 from .options import Options
 from .protocol import Backend, Snapshot, check_backend
 
@@ -86,9 +91,18 @@ class Tracker:
         self.backend = backend
         self.options = opts
         self.every = int(opts["every"])
+        #: reads the optimizer's update rule around each step (``optimizer=``), or None
+        self.splitter: Splitter | None = None
+        if opts["optimizer"] is not None:
+            self.splitter = self.make_splitter(opts["optimizer"])
         self.allocator = Allocator(
-            backend, options=Options.of(opts), validation="val" in backend.splits
+            backend,
+            options=Options.of(opts),
+            validation="val" in backend.splits,
+            split_by=self.splitter.name if self.splitter is not None else None,
         )
+        self._parts: dict[str, np.ndarray] | None = None  # the block's parts so far
+        self._split_warned = False
         #: optimizer steps seen so far (a resumed run continues its numbering)
         self.optimizer_steps = self.allocator.steps * self.every
         self.last: StepResult | None = None
@@ -96,6 +110,22 @@ class Tracker:
         self._last_theta: np.ndarray | None = None
         self._bar = tqdm(desc="LCA", unit="step", disable=not opts["progress"], leave=False)
         self._forecast_after_bar = False
+
+    def make_splitter(self, optimizer: Any) -> Splitter:
+        """The splitter of ``optimizer`` (``optimizer=``): a framework tracker finds it in
+        its registry; this one takes a ready :class:`Splitter`."""
+        if isinstance(optimizer, Splitter):
+            return optimizer
+        if optimizer is True:
+            raise TypeError(
+                "optimizer=True (the trainer's optimizer) is for fit callbacks; a tracker "
+                "needs the optimizer itself: optimizer=my_optimizer"
+            )
+        raise UnsupportedOptimizerError(
+            "lca_core.Tracker splits by a ready lca_core.backend_kit.splitters.Splitter; "
+            f"got {type(optimizer).__name__}. The framework trackers (lca_torch, "
+            "lca_tensorflow, lca_jax) take their framework's optimizers"
+        )
 
     # -- how a framework's parameters become θ (overridden by the framework trackers) ------
     def flatten(self, params: Any) -> np.ndarray:
@@ -116,6 +146,9 @@ class Tracker:
             self.start()
         elif self.optimizer_steps % self.every == 0:
             self._check_untouched(self.backend.snapshot().theta)
+        if self.splitter is not None:
+            assert self._last_theta is not None
+            self.splitter.before(np.asarray(self._last_theta, dtype=np.float64))
 
     def end(self) -> StepResult | None:
         """Call just after ``optimizer.step()``; allocates when a block of ``every`` is done."""
@@ -131,23 +164,42 @@ class Tracker:
         self.end()
 
     # -- functional updates: update(before, after) -------------------------------------------
-    def update(self, params_before: Any, params_after: Any) -> StepResult | None:
-        """One optimizer step params_before → params_after; allocates at the end of a block."""
+    def update(
+        self, params_before: Any, params_after: Any, *, opt_state: Any = None
+    ) -> StepResult | None:
+        """One optimizer step params_before → params_after; allocates at the end of a block.
+
+        With ``optimizer=``, ``opt_state=(state_before, state_after)`` is the optimizer's
+        state around the step, where the loop holds it as a value (optax, Keras'
+        ``stateless_apply``)."""
         if not self._started:
             self.start(params_before)
         elif params_before is not None:
             self._check_untouched(self.flatten(params_before))
+        states = (None, None)
+        if self.splitter is not None:
+            if opt_state is None or len(opt_state) != 2:
+                raise TypeError(
+                    "with optimizer=, give the optimizer's state around the step: "
+                    "tracker.update(before, after, opt_state=(state_before, state_after))"
+                )
+            states = tuple(opt_state)
+            assert self._last_theta is not None
+            self.splitter.before(np.asarray(self._last_theta, dtype=np.float64), states[0])
         # a host copy at once: safe when the next jitted step donates these buffers
-        return self._advance(Snapshot(self.flatten(params_after)))
+        return self._advance(Snapshot(self.flatten(params_after)), states[1])
 
     # -- shared --------------------------------------------------------------------------------
-    def _advance(self, snap: Snapshot) -> StepResult | None:
+    def _advance(self, snap: Snapshot, opt_state: Any = None) -> StepResult | None:
         self.optimizer_steps += 1
+        if self.splitter is not None:
+            self._split(np.asarray(snap.theta), opt_state)
         self._last_theta = np.asarray(snap.theta)
         if self.optimizer_steps % self.every:
             return None
         had_forecast = self.allocator.forecast is not None
-        result = self.allocator.advance(snap, step_index=self.optimizer_steps - 1)
+        parts, self._parts = self._parts, None
+        result = self.allocator.advance(snap, step_index=self.optimizer_steps - 1, parts=parts)
         if (forecast := self.allocator.forecast) is not None and not had_forecast:
             if self._bar.disable:
                 announce(forecast)
@@ -164,6 +216,36 @@ class Tracker:
                 )
             self._bar.update()
         return result
+
+    def _split(self, theta_after: np.ndarray, opt_state: Any) -> None:
+        """The optimizer step's parts, added to its block's; the splitter's own gradient
+        part, where it has one, is checked against the remainder (warned once)."""
+        assert self.splitter is not None and self._last_theta is not None
+        parts = self.splitter.after(opt_state)
+        gradient = parts.pop("gradient", None)
+        theta = np.asarray(self._last_theta, dtype=np.float64)
+        delta = np.asarray(theta_after, dtype=np.float64) - theta
+        still = delta == 0  # not moved (frozen, or a step GradScaler skipped): no parts
+        for v in (*parts.values(), *(() if gradient is None else (gradient,))):
+            v[still] = 0.0
+        if gradient is not None and not self._split_warned:
+            roundoff = unit_roundoff(p.dtype for p in self.backend.layout.params)
+            off = mismatch(delta, part_deltas(delta, parts), gradient, roundoff, theta)
+            if off is not None:
+                self._split_warned = True
+                warnings.warn(
+                    f"LCA: the step differs from what {self.splitter.name}'s update rule "
+                    f"gives by {off:.1e} of its size, so its parts are not the optimizer's: "
+                    "is another transformation applied after the optimizer, or are the "
+                    "parameters or the learning rate changed inside the tracked step?",
+                    AccuracyWarning,
+                    stacklevel=4,
+                )
+        if self._parts is None:
+            self._parts = {name: np.asarray(v, dtype=np.float64) for name, v in parts.items()}
+        else:
+            for name, v in parts.items():
+                self._parts[name] = self._parts.get(name, 0.0) + v
 
     def _check_untouched(self, theta: np.ndarray) -> None:
         """Parameters changed between two tracked steps would be a loss change nobody owns."""

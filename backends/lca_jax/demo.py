@@ -13,6 +13,7 @@ import optax
 from lca_core.engine.summary import Summary
 from lca_core.tools.demo import LAYERS, Experiment
 
+from . import optimizers
 from .tracker import Tracker
 
 
@@ -36,7 +37,8 @@ def train(exp: Experiment) -> Summary:
         name: {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)}
         for name, (k, b) in exp.weights.items()
     }
-    optimizer = optax.adam(exp.lr) if exp.adam else optax.sgd(exp.lr, momentum=0.9)
+    # optax's adam / sgd, with the hyperparameters in the state: lca splits their steps
+    optimizer = optimizers.adam(exp.lr) if exp.adam else optimizers.sgd(exp.lr, momentum=0.9)
     opt_state = optimizer.init(params)
     y = data.y.astype(np.int32)
 
@@ -47,10 +49,12 @@ def train(exp: Experiment) -> Summary:
         return optax.apply_updates(params, updates), opt_state
 
     val = (data.xv, data.yv.astype(np.int32))
-    tracker = Tracker(loss_fn, params, (data.x, y), exp.out, val_data=val, **exp.options)
+    tracker = Tracker(
+        loss_fn, params, (data.x, y), exp.out, val_data=val, optimizer=optimizer, **exp.options
+    )
     tracker.expected_steps = exp.args.steps  # the forecast projects the whole run
     for idx in exp.batches:
-        new_params, opt_state = step(params, opt_state, data.x[idx], y[idx])
-        tracker.update(params, new_params)
-        params = new_params
+        new_params, new_state = step(params, opt_state, data.x[idx], y[idx])
+        tracker.update(params, new_params, opt_state=(opt_state, new_state))
+        params, opt_state = new_params, new_state
     return tracker.close()

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lca_core import Allocation, StepResult
+from lca_core import Allocation, Splitter, StepResult
 from lca_core.contract import integration
 from lca_core.tracker import Tracker as CoreTracker
 from lca_core.tracker import allocate_step
@@ -97,10 +97,22 @@ class Tracker(CoreTracker):
         super().start(params)
         self._last_arrays = _Arrays(params)
 
-    def update(self, params_before: Any, params_after: Any) -> StepResult | None:
+    def make_splitter(self, optimizer: Any) -> Splitter:
+        """``optimizer=``: a transformation of :mod:`lca_jax.optimizers`, or an
+        ``nnx.Optimizer`` built with one."""
+        if optimizer is True or isinstance(optimizer, Splitter):
+            return super().make_splitter(optimizer)
+        from .optimizers import make_splitter
+
+        return make_splitter(optimizer)
+
+    def update(
+        self, params_before: Any, params_after: Any, *, opt_state: Any = None
+    ) -> StepResult | None:
         """Allocate the step params_before → params_after (``params_before`` may have been
         donated to the step: it is then not compared; nor when it holds the very arrays of
-        the last ``params_after``, which cannot have changed since)."""
+        the last ``params_after``, which cannot have changed since). With ``optimizer=``,
+        ``opt_state=(state_before, state_after)``."""
         if nnx.is_live_view(params_before):
             raise TypeError(nnx.LIVE_VIEW)
         if _deleted(params_before):
@@ -112,7 +124,7 @@ class Tracker(CoreTracker):
             params_before = None
         elif self._started and self._last_arrays.same(params_before):
             params_before = None
-        result = super().update(params_before, params_after)
+        result = super().update(params_before, params_after, opt_state=opt_state)
         self._last_arrays = _Arrays(params_after)
         return result
 

@@ -35,7 +35,16 @@ class LCACallback(LCACallbackBase, keras.callbacks.Callback):
 
     # -- keras hooks ----------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.tracker = Tracker(self.model, self.loss_fn, self.data, **self.opts)
+        opts = dict(self.opts)
+        if opts["optimizer"] is True:  # the model's compiled optimizer
+            opts["optimizer"] = self.model.optimizer
+        if opts["optimizer"] is not None and getattr(self.model, "steps_per_execution", 1) > 1:
+            raise ValueError(
+                "optimizer= splits each optimizer step, and with steps_per_execution > 1 "
+                "Keras calls callbacks once per several steps; compile with "
+                "steps_per_execution=1 to split"
+            )
+        self.tracker = Tracker(self.model, self.loss_fn, self.data, **opts)
         steps, epochs = self.params.get("steps"), self.params.get("epochs")
         if steps and epochs:
             self.tracker.expected_steps = steps * epochs

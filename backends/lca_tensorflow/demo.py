@@ -37,7 +37,9 @@ def train(exp: Experiment) -> Summary:
     )
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     order = np.concatenate(list(exp.batches))
-    callback = LCACallback((data.x, data.y), exp.out, val_data=(data.xv, data.yv), **exp.options)
+    callback = LCACallback(
+        (data.x, data.y), exp.out, val_data=(data.xv, data.yv), optimizer=True, **exp.options
+    )
     model.fit(
         data.x[order],
         data.y[order],

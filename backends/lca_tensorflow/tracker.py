@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from lca_core import Allocation
+from lca_core import Allocation, Splitter
 from lca_core.contract import integration
 from lca_core.layout import flat_vector
 from lca_core.tracker import Tracker as CoreTracker
@@ -84,6 +84,16 @@ class Tracker(CoreTracker):
         self, model: keras.Model, loss_fn: Any, data: Any, **keywords: Any
     ) -> Any:
         return make_backend(model, loss_fn, data, **keywords)
+
+    def make_splitter(self, optimizer: Any) -> Splitter:
+        """``optimizer=``: a Keras SGD, Adam or AdamW (or a registered one). In the
+        stateless loop give ``tracker.update(values, new_values, opt_state=(opt_vars,
+        new_opt_vars))``, the optimizer variables around ``stateless_apply``."""
+        if optimizer is True or isinstance(optimizer, Splitter):
+            return super().make_splitter(optimizer)
+        from .splitters import make_splitter
+
+        return make_splitter(optimizer, self.backend.model.trainable_variables)
 
     def flatten(self, params: Any) -> np.ndarray:
         """θ from a model, or a list of its trainable variables' values in order."""

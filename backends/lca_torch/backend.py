@@ -263,6 +263,11 @@ class TorchBackend(BackendBase):
             "dropout": "off",
         }
 
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        """The model's trainable parameters in the layout's order (the tensors themselves)."""
+        return list(self._params)
+
     def snapshot(self) -> Snapshot:
         views = self._param_views()  # detached: no graph is recorded, no_grad is not needed
         # cat always copies: θ is the model's values now, never a view of them

@@ -40,7 +40,9 @@ def train(exp: Experiment) -> Summary:
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=exp.lr, momentum=0.9)
     val = (torch.from_numpy(data.xv), torch.from_numpy(data.yv))
-    tracker = Tracker(model, loss_fn, (x, y), exp.out, val_data=val, **exp.options)
+    tracker = Tracker(
+        model, loss_fn, (x, y), exp.out, val_data=val, optimizer=optimizer, **exp.options
+    )
     tracker.expected_steps = exp.args.steps  # the forecast projects the whole run
     for idx in exp.batches:
         index = torch.from_numpy(idx)

@@ -76,6 +76,10 @@ class LCACallback(LCACallbackBase, TrainerCallback):
         if opts["batch_size"] is None:
             opts["batch_size"] = args.per_device_eval_batch_size
         data = self._loader(opts["batch_size"], train_dataloader)
+        if opts["optimizer"] is True:  # the trainer's own
+            opts["optimizer"] = kwargs.get("optimizer")
+            if opts["optimizer"] is None:
+                raise RuntimeError("optimizer=True: the trainer passed no optimizer to callbacks")
         self.tracker = Tracker(model, self.loss_fn or model_loss, data, **opts)
         if state.max_steps and state.max_steps > 0:
             self.tracker.expected_steps = state.max_steps

@@ -40,7 +40,15 @@ class LCACallback(LCACallbackBase, Callback):
                 "LCACallback needs the loss: pass loss_fn=... (a function of (output, target)) "
                 "or give the LightningModule a `loss_fn` attribute"
             )
-        self.tracker = Tracker(pl_module, loss_fn, self.data, **self.opts)
+        opts = dict(self.opts)
+        if opts["optimizer"] is True:  # the trainer's own
+            if len(trainer.optimizers) != 1:
+                raise ValueError(
+                    f"optimizer=True splits by the trainer's optimizer, and this trainer has "
+                    f"{len(trainer.optimizers)}; pass the one to split by: optimizer=..."
+                )
+            opts["optimizer"] = trainer.optimizers[0]
+        self.tracker = Tracker(pl_module, loss_fn, self.data, **opts)
         steps = trainer.estimated_stepping_batches
         if isinstance(steps, int) and steps > 0:
             self.tracker.expected_steps = steps

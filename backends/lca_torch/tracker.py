@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from lca_core import Allocation
+from lca_core import Allocation, Splitter
 from lca_core.contract import integration
 from lca_core.layout import flat_vector
 from lca_core.tracker import Tracker as CoreTracker
 from lca_core.tracker import allocate_step
 
 from .backend import TorchBackend, host_array
+from .splitters import make_splitter
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -65,6 +66,12 @@ class Tracker(CoreTracker):
         self, model: nn.Module, loss_fn: LossFn, data: Any, **keywords: Any
     ) -> TorchBackend:
         return TorchBackend(model, loss_fn, data, **keywords)
+
+    def make_splitter(self, optimizer: Any) -> Splitter:
+        """``optimizer=``: a ``torch.optim`` SGD, Adam or AdamW (or a registered one)."""
+        if optimizer is True or isinstance(optimizer, Splitter):
+            return super().make_splitter(optimizer)
+        return make_splitter(optimizer, self.backend.parameters)
 
     def flatten(self, params: Any) -> np.ndarray:
         """θ from a state-dict-like mapping (name → tensor) or the model itself."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from itertools import groupby
 
 import numpy as np
+from scipy import stats
 
 from lca_core import Run
 from lca_core.analysis import (
@@ -20,6 +21,7 @@ from lca_core.analysis import (
     compare_runs,
     helping_fractions,
     layer_totals,
+    optimizer_parts,
     oscillations,
     tails,
 )
@@ -42,7 +44,7 @@ def measure(run: Run, inputs: np.ndarray) -> Row:
     osc = oscillations(run)
     per_class = class_synchronization(run)
     acc = accuracy(run)
-    return {
+    return _parts(run) | {
         "helped_nonzero": helping["helped_nonzero"],
         "zero": helping["zero"],
         "always_zero": 100.0 * always_zero.mean(),
@@ -61,6 +63,46 @@ def measure(run: Run, inputs: np.ndarray) -> Row:
         "budget_first_order": 100.0 * acc.first_order.budget_used
         if acc.first_order
         else float("nan"),
+    }
+
+
+def _parts(run: Run) -> Row:
+    """The optimizer split of the last layer (a run recorded with ``optimizer=``): each
+    part's total, and on the steps where the layer hurt, how often each part was > 0."""
+    if not run.has("part_layer_lca"):
+        return {}
+    split = run.part_layer_lca[:, :, -1]  # (T, parts): the last layer
+    hurt = split.sum(axis=1) > 0
+    share = (100.0 * (split[hurt] > 0).mean(axis=0)).tolist() if hurt.any() else None
+    return {
+        "parts": list(run.parts),
+        "last_part_totals": optimizer_parts(run).totals[:, -1].tolist(),
+        "last_hurt_steps": 100.0 * float(hurt.mean()),
+        "last_hurt_part_positive": share,  # per part: % of the hurting steps it was > 0
+        **_hurting_parameter_steps(run),
+    }
+
+
+def _hurting_parameter_steps(run: Run) -> Row:
+    """Over every (parameter, step) that hurt (A > 0), streamed: the % whose momentum part
+    was > 0, whose gradient part was, and whose momentum pushed uphill while the parameter's
+    own gradient pushed downhill (the phase lag of the paper's hypothesis)."""
+    if not run.has("part_lca"):
+        return {}
+    gradient, momentum = run.parts.index("gradient"), run.parts.index("momentum")
+    hurt = up_momentum = up_gradient = lag = 0
+    for _, block in run.iter_array("part_lca"):  # (steps, parts, K) float32
+        hurting = block.sum(axis=1) > 0
+        hurt += int(hurting.sum())
+        up_momentum += int((hurting & (block[:, momentum] > 0)).sum())
+        up_gradient += int((hurting & (block[:, gradient] > 0)).sum())
+        lag += int((hurting & (block[:, momentum] > 0) & (block[:, gradient] < 0)).sum())
+    if not hurt:
+        return {}
+    return {
+        "hurt_momentum_up": 100.0 * up_momentum / hurt,
+        "hurt_gradient_up": 100.0 * up_gradient / hurt,
+        "hurt_phase_lag": 100.0 * lag / hurt,
     }
 
 
@@ -106,8 +148,12 @@ class Finding:
     header: tuple[str, ...]
     keys: tuple[str, ...]  # configuration keys of a row
     row: Callable[[tuple, list[Row]], tuple[list[str], str]]  # cells and verdict
+    #: the runs this finding is measured on (None: all)
+    only: Callable[[Row], bool] | None = None
 
     def section(self, rows: list[Row]) -> list[str]:
+        if self.only is not None:
+            rows = [r for r in rows if self.only(r)]
         lines = [f"## {self.title}", "", f"**Paper.** {self.paper}", ""]
         lines += ["| " + " | ".join((*self.header, "verdict")) + " |"]
         lines += ["|" + "---|" * (len(self.header) + 1)]
@@ -278,6 +324,59 @@ def _why_oscillations(rows: list[Row]) -> str:
     )
 
 
+def _parts_row(config: tuple, rows: list[Row]) -> tuple[list[str], str]:
+    parts = rows[0]["parts"]
+    totals = np.array([r["last_part_totals"] for r in rows])  # (seeds, parts)
+    net = totals.sum(axis=1)
+    cells = [fmt((net.mean(), net.std(ddof=1) if len(net) > 1 else 0.0))]
+    cells += [fmt((t.mean(), t.std(ddof=1) if len(t) > 1 else 0.0)) for t in totals.T]
+    shares = [r["last_hurt_part_positive"] for r in rows if r["last_hurt_part_positive"]]
+    positive = np.mean(shares, axis=0) if shares else None
+    cells.append(fmt(stat(rows, "last_hurt_steps"), " %"))
+    cells += [
+        f"{positive[parts.index(p)]:.0f} %" if positive is not None else "–"
+        for p in ("gradient", "momentum")
+    ]
+    if len(rows) < 2:
+        return cells, "–"
+    hurts = stats.ttest_1samp(net, 0.0, alternative="greater").pvalue < 0.05
+    if not hurts:
+        return cells, "–"  # the layer does not hurt: nothing to explain
+    momentum, gradient = totals[:, parts.index("momentum")], totals[:, parts.index("gradient")]
+    by_momentum = stats.ttest_1samp(momentum, 0.0, alternative="greater").pvalue < 0.05
+    if by_momentum and momentum.mean() > gradient.mean():
+        return cells, "reproduced"
+    return cells, "partly" if momentum.mean() > 0 else "not"
+
+
+def _why_parts(rows: list[Row]) -> str:
+    split = [r for r in rows if "last_part_totals" in r and sum(r["last_part_totals"]) > 0]
+    if not split:
+        return "no run of these configurations had a hurting last layer."
+    share = [r["last_part_totals"][r["parts"].index("momentum")] / sum(r["last_part_totals"])
+             for r in split]  # fmt: skip
+    network = [r for r in split if "hurt_momentum_up" in r]
+    text = (
+        "the paper does not split by optimizer part; this is lca's test of its hypothesis. "
+        f"In the {len(split)} runs whose last layer hurt, its momentum part is "
+        f"{100 * min(share):.0f}–{100 * max(share):.0f} % of the layer's net total; its own "
+        "gradient part is positive too, but small: every term pushes the last layer uphill, "
+        "the momentum carried from earlier steps most."
+    )
+    if network:
+        up_m = [r["hurt_momentum_up"] for r in network]
+        up_g = [r["hurt_gradient_up"] for r in network]
+        lag = [r["hurt_phase_lag"] for r in network]
+        text += (
+            " Over every layer's (parameter, step) pairs that hurt — the oscillations of "
+            f"finding 5 — the momentum part was positive on {min(up_m):.0f}–{max(up_m):.0f} %, "
+            f"the gradient part on {min(up_g):.0f}–{max(up_g):.0f} %, and on "
+            f"{min(lag):.0f}–{max(lag):.0f} % momentum pushed uphill while the parameter's own "
+            "gradient pushed downhill: the phase lag the paper proposes."
+        )
+    return text
+
+
 CONFIG = ("dataset", "network", "optimizer")
 FINDINGS = [
     Finding(
@@ -405,5 +504,31 @@ FINDINGS = [
         ("dataset", "network", "optimizer", "first order: budget used", "Simpson: budget used"),
         CONFIG,
         _first_order,
+    ),
+    Finding(
+        "8. Why the last layer hurts: momentum or gradient (lca's optimizer split)",
+        "the paper hypothesises that layers hurt through phase lag in an oscillatory process: "
+        "momentum carrying parameters past the minimum (§3, finding 3). lca splits each "
+        "step's LCA exactly into this step's gradient, the momentum carried from earlier "
+        "steps and weight decay (docs/concepts.md), which tests it.",
+        "for a configuration whose last layer hurts (p < 0.05 over seeds): reproduced when its "
+        "momentum part is positive (p < 0.05) and larger than its gradient part; partly when "
+        "the momentum part is positive on average; not otherwise (– : the layer does not hurt).",
+        _why_parts,
+        (
+            "dataset",
+            "network",
+            "optimizer",
+            "last layer: Σ LCA",
+            "gradient part",
+            "momentum part",
+            "weight-decay part",
+            "steps it hurt",
+            "of those: gradient > 0",
+            "momentum > 0",
+        ),
+        CONFIG,
+        _parts_row,
+        only=lambda r: "last_part_totals" in r and r["optimizer"] != "sgd",
     ),
 ]

@@ -87,6 +87,7 @@ def train(data: Dataset, network: str, optimizer: str, seed: int, steps: int, ou
         store_params=True,
         store_grads=True,
         store_trajectory=True,
+        optimizer=opt,
         progress=False,
         metadata={"dataset": data.name, "network": network, "optimizer": optimizer},
     )
@@ -103,6 +104,10 @@ def train(data: Dataset, network: str, optimizer: str, seed: int, steps: int, ou
             opt.step()
     tracker.close()
     return measure(open_run(out), data.x)
+
+
+def _config(row: dict) -> tuple:
+    return row["dataset"], row["network"], row["optimizer"], row["seed"]
 
 
 def mean_std(values: list[float]) -> str:
@@ -125,6 +130,11 @@ def page(results: list[dict], settings: dict) -> str:
         f"({settings['date']}, {settings['machine']}, {settings['minutes']:.1f} min); every",
         "number below comes from that run, whose measurements are in",
         "`examples/paper/results.json` (`--from-results` rewrites this page from them).",
+        *[
+            f"Re-run with `--merge` on {u['date']} ({u['minutes']:.1f} min), with the optimizer "
+            f"split: {', '.join(u['configs'])}."
+            for u in settings.get("updates", [])
+        ],
         "",
         "**Setup.** Datasets: scikit-learn's 8×8 digits (1500 training images) and MNIST-1D",
         "(4000 sequences of length 40) — the paper used MNIST (55k 28×28) and CIFAR-10.",
@@ -157,6 +167,12 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: deleted)")
     parser.add_argument(
         "--from-results", metavar="JSON", help="rewrite the page from saved --results, no training"
+    )
+    parser.add_argument(
+        "--merge",
+        metavar="JSON",
+        help="train only the chosen configurations and replace their runs in these saved "
+        "--results (the page is rewritten from all of them)",
     )
     args = parser.parse_args()
     if args.from_results:
@@ -196,6 +212,15 @@ def main() -> int:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
         "minutes": (time.time() - start) / 60,
     }
+    if args.merge:
+        saved = json.loads(Path(args.merge).read_text())
+        if (saved["settings"]["steps"], saved["settings"]["seeds"]) != (steps, seeds):
+            raise SystemExit("--merge: the saved runs have other steps or seeds")
+        new = {_config(r): r for r in results}
+        rerun = sorted({f"{d}-{n}-{o}" for d, n, o, _ in new})
+        results = [new.pop(_config(r), r) for r in saved["runs"]] + list(new.values())
+        update = {"date": settings["date"], "minutes": settings["minutes"], "configs": rerun}
+        settings = saved["settings"] | {"updates": [*saved["settings"].get("updates", []), update]}
     Path(args.page).write_text(page(results, settings))
     print(f"wrote {args.page}")
     if args.results:

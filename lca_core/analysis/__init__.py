@@ -32,6 +32,7 @@ from .layers import (
 )
 from .moments import Synchronization, class_synchronization, local_minima, synchronization
 from .oscillations import Oscillations, RunLengths, oscillations, run_lengths
+from .parts import OptimizerParts, PartComparison, compare_parts, optimizer_parts
 from .reconstruction import Reconstruction, loss_reconstruction
 from .tails import TailMass, Tails, WeibullFit, fit_weibull, tails
 
@@ -43,8 +44,10 @@ __all__ = [
     "Generalization",
     "HelpingFractions",
     "LayerTotals",
+    "OptimizerParts",
     "Oscillations",
     "ParameterHelping",
+    "PartComparison",
     "Reconstruction",
     "ResidualStats",
     "RunComparison",
@@ -56,6 +59,7 @@ __all__ = [
     "accuracy",
     "analyze",
     "class_synchronization",
+    "compare_parts",
     "compare_runs",
     "concentration",
     "counts_from_lca",
@@ -69,6 +73,7 @@ __all__ = [
     "local_minima",
     "loss_reconstruction",
     "neuron_totals",
+    "optimizer_parts",
     "oscillations",
     "parameter_helping",
     "parameter_totals",

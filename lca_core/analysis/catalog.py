@@ -21,6 +21,7 @@ from .helping import helping_fractions, parameter_helping
 from .layers import concentration, generalization, layer_totals
 from .moments import class_synchronization, synchronization
 from .oscillations import oscillations
+from .parts import optimizer_parts
 from .reconstruction import loss_reconstruction
 from .tails import tails
 
@@ -77,6 +78,13 @@ ANALYSES: tuple[Analysis, ...] = (
         lambda run, _: generalization(run),
         requires=("val_layer_lca",),
         text=text.generalization,
+    ),
+    Analysis(
+        "optimizer_parts",
+        "What moved each layer: gradient, momentum, weight decay",
+        lambda run, _: optimizer_parts(run),
+        requires=("part_layer_lca",),
+        text=text.optimizer_parts,
     ),
     Analysis(
         "parameter_helping",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..engine.summary import percent
 from .accuracy import Accuracy
 from .helping import HelpingFractions, ParameterHelping
 from .layers import Concentration, Generalization
 from .moments import Synchronization
 from .oscillations import Oscillations
+from .parts import OptimizerParts
 from .reconstruction import Reconstruction
 from .tails import Tails
 
@@ -154,3 +157,23 @@ def class_synchronization(per_class: dict[int, Synchronization]) -> list[str]:
             f"{len(s.names)} layers: a class at that value is as synchronised as it can show)"
         )
     return lines
+
+
+def optimizer_parts(p: OptimizerParts) -> list[str]:
+    lines = []
+    for j, name in enumerate(p.layers):
+        terms = "  ".join(f"{part} {p.totals[i, j]:+.4f}" for i, part in enumerate(p.parts))
+        verdict = "helped" if p.layer_totals[j] < 0 else "hurt"
+        lines.append(
+            f"  {name:<12} {p.layer_totals[j]:+.4f} ({verdict}, mostly by {p.decided_by[j]}): "
+            f"{terms}"
+        )
+    if p.stderr_bound is not None:
+        worst = float(np.max(p.stderr_bound))
+        lines.append(f"  (on an evaluation subset: each total within ± {1.96 * worst:.2g}, 95 %)")
+    return [
+        *lines,
+        "  (gradient: this step's gradient; momentum: the update carried from earlier "
+        "steps; weight_decay: the pull toward zero. A layer that hurt 'by momentum' was "
+        "carried past where its gradient pointed)",
+    ]

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..layout import Layout, shares, sign_counts
 from ..protocol import Evaluation
+from .parts import part_layer_sums, part_lca
 from .quadrature import PathIntegral
 
 
@@ -37,6 +38,15 @@ class StepResult:
     #: per split, the acceptance rule's estimate of the per-layer allocations' error,
     #: summed over layers (None where it has none: the trapezoid's first estimate)
     layer_change: Mapping[str, float | None] | None = None
+    #: with ``optimizer=``: each part's LCA by layer, (parts, layers), rows summing to
+    #: ``layer_lca`` (parts: :data:`~lca_core.engine.parts.PARTS`)
+    part_layer_lca: np.ndarray | None = None
+    #: the same for the validation split's loss
+    val_part_layer_lca: np.ndarray | None = None
+    #: with ``optimizer=`` and ``eval_subset``: each part's standard error, (parts, layers)
+    part_layer_lca_stderr: np.ndarray | None = None
+    #: with ``optimizer=`` and ``store_params``: per-parameter parts, (parts, K) float64
+    part_lca: np.ndarray | None = None
 
     @property
     def pct_helped(self) -> float:
@@ -54,19 +64,44 @@ def step_result(
     drift: float,
     gradient_passes: int,
     subset: Mapping[str, Any] | None = None,
+    deltas: np.ndarray | None = None,
+    keep_parts: bool = False,
 ) -> StepResult:
     """The step's allocation from its path integral; converged when it met the acceptance
     rule (:func:`~lca_core.engine.quadrature.integrate`). On a subset the grouped
-    gradients give standard errors."""
+    gradients give standard errors. ``deltas``: Δ split by the optimizer's parts
+    (:func:`~lca_core.engine.parts.part_deltas`), whose LCA is split the same way
+    (per parameter too with ``keep_parts``)."""
     lca = integral.grads["train"].allocation(delta)
     grouped = integral.class_grads["train"]
-    stderr = None
+    stderr = part_stderr = None
     if subset is not None and grouped is not None:
-        # summed as group_allocations already: (G, layers)
-        stderr = layer_stderr(grouped.value(), subset)
+        # summed as group_allocations already: (G, layers), or (G, parts, layers)
+        groups = grouped.value()
+        if deltas is not None:
+            part_stderr = layer_stderr(groups, subset)
+            groups = groups.sum(axis=1)
+        stderr = layer_stderr(groups, subset)
         grouped = None  # random groups, not classes: nothing to store per class
     val = integral.grads.get("val")
     sums = integral.layer_sums  # the per-layer sums the acceptance rule computed, if any
+    layer_lca = sums["train"] if sums is not None else layout.reduce_by_layer(lca)
+    val_layer_lca = None
+    if val is not None:
+        val_layer_lca = (
+            sums["val"] if sums is not None else layout.reduce_by_layer(val.allocation(delta))
+        )
+    split: dict[str, Any] = {}
+    if deltas is not None:
+        gbar = integral.grads["train"].value()
+        split["part_layer_lca"] = part_layer_sums(layout.reduce_by_layer, gbar, deltas, layer_lca)
+        if val is not None and val_layer_lca is not None:
+            split["val_part_layer_lca"] = part_layer_sums(
+                layout.reduce_by_layer, val.value(), deltas, val_layer_lca
+            )
+        split["part_layer_lca_stderr"] = part_stderr
+        if keep_parts:
+            split["part_lca"] = part_lca(lca, gbar, deltas)
     return StepResult(
         step=step,
         loss_before=start["train"].loss,
@@ -77,17 +112,14 @@ def step_result(
         panels=integral.panels,
         converged=integral.accepted,
         gradient_passes=gradient_passes,
-        layer_lca=sums["train"] if sums is not None else layout.reduce_by_layer(lca),
+        layer_lca=layer_lca,
         layer_counts=sign_counts(lca, layout),
         class_lca=grouped.allocation(delta) if grouped is not None else None,
         val_residual=integral.residuals["val"] if val is not None else None,
-        val_layer_lca=(
-            (sums["val"] if sums is not None else layout.reduce_by_layer(val.allocation(delta)))
-            if val is not None
-            else None
-        ),
+        val_layer_lca=val_layer_lca,
         layer_lca_stderr=stderr,
         layer_change=dict(integral.layer_changes),
+        **split,
     )
 
 
@@ -95,7 +127,12 @@ def group_allocations(layout: Layout, delta: np.ndarray) -> Callable[[np.ndarray
     """How a subset's group gradients (G, K) enter its path integral: as their allocations
     by layer (G, layers), all its error bars need. The quadrature is linear, so their sums
     are the groups' per-layer LCA, kept G × layers instead of G × K. Row by row: Δ times
-    all groups at once would be another G × K array."""
+    all groups at once would be another G × K array. With Δ split by parts (parts, K),
+    each group's allocation by part and layer, (G, parts, layers)."""
+    if delta.ndim == 2:
+        return lambda groups: np.stack(
+            [np.stack([layout.reduce_by_layer(row * d) for d in delta]) for row in groups]
+        )
     return lambda groups: np.stack([layout.reduce_by_layer(row * delta) for row in groups])
 
 
@@ -106,7 +143,8 @@ def layer_stderr(group_layer_lca: np.ndarray, subset: Mapping[str, Any]) -> np.n
     P_g = w_g·a_g (w_g = n_g/n, Σ_g P_g = the layer's LCA), SE² = G/(G−1)·Σ_g (P_g − w_g·Ā)²
     times the finite-population correction 1 − n/N.
     """
-    weights = np.asarray(subset["weights"], dtype=np.float64)[:, None]
+    weights = np.asarray(subset["weights"], dtype=np.float64)
+    weights = weights.reshape(-1, *([1] * (group_layer_lca.ndim - 1)))
     total = group_layer_lca.sum(axis=0)
     spread = ((group_layer_lca - weights * total) ** 2).sum(axis=0)
     groups = len(weights)

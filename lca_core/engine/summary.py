@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import BudgetExceededError
 from ..layout import shares
+from .parts import PARTS
 from .step import StepResult
 
 
@@ -57,6 +58,9 @@ class Summary:
     pct_zero: float
     pct_helped_nonzero: float
     layers: Mapping[str, float] = field(default_factory=dict)
+    #: with ``optimizer=``: Σ LCA of each part of the update (gradient, momentum,
+    #: weight_decay), summing to ``sum_lca``
+    parts: Mapping[str, float] = field(default_factory=dict)
     gradient_passes: int | None = None
     recorded_steps: int = 0
     #: sets each point is evaluated on: 1, or 2 with a validation set (``val_data``)
@@ -68,9 +72,11 @@ class Summary:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", MappingProxyType(dict(self.layers)))
+        object.__setattr__(self, "parts", MappingProxyType(dict(self.parts)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"layers": dict(self.layers)}
+        plain = {"layers": dict(self.layers), "parts": dict(self.parts)}
+        return {f.name: getattr(self, f.name) for f in fields(self)} | plain
 
     @property
     def over_budget(self) -> bool:
@@ -147,6 +153,16 @@ class Summary:
                 "among parameters that moved the loss",
             ),
         ]
+        if self.parts:
+            rows.insert(
+                4,
+                (
+                    "Σ LCA by part",
+                    ", ".join(f"{name} {v:+.4g}" for name, v in self.parts.items()),
+                    "each term of the optimizer's update: this step's gradient, momentum "
+                    "carried from earlier steps, weight decay",
+                ),
+            )
         if self.sum_drift:
             rows.insert(
                 5,
@@ -232,8 +248,10 @@ def summarize(
     lca_seconds: float | None = None,
     training_seconds: float | None = None,
     splits: int = 1,
+    part_layer_lca: np.ndarray | None = None,
 ) -> Summary:
-    """The summary from the always-stored arrays (shared by runs and live allocators)."""
+    """The summary from the always-stored arrays (shared by runs and live allocators);
+    ``part_layer_lca`` (…, parts, layers) where the run is split by its optimizer."""
     steps = len(residuals)
     losses = np.asarray(losses, dtype=np.float64)
     loss_change = float(losses[-1] - losses[0]) if len(losses) else float("nan")
@@ -257,12 +275,21 @@ def summarize(
         pct_zero=zero,
         pct_helped_nonzero=helped_nonzero,
         layers={name: float(v) for name, v in zip(layers, totals, strict=True)} if steps else {},
+        parts=_part_totals(part_layer_lca) if steps else {},
         gradient_passes=gradient_passes,
         recorded_steps=recorded_steps,
         lca_seconds=lca_seconds,
         training_seconds=training_seconds,
         splits=splits,
     )
+
+
+def _part_totals(part_layer_lca: np.ndarray | None) -> dict[str, float]:
+    if part_layer_lca is None:
+        return {}
+    arr = np.asarray(part_layer_lca, dtype=np.float64)
+    totals = arr.reshape(-1, len(PARTS), arr.shape[-1]).sum(axis=(0, 2))
+    return {name: float(v) for name, v in zip(PARTS, totals, strict=True)}
 
 
 class RunningSummary:
@@ -280,6 +307,8 @@ class RunningSummary:
         #: the validation split's L(θ_0) and Σ residual (for the acceptance rule)
         self.val_first: float | None = None
         self.val_residual = 0.0
+        #: with ``optimizer=``: Σ part_layer_lca so far, (parts, layers)
+        self.part_layer_lca: np.ndarray | None = None
 
     def start(self, loss: float, val_loss: float | None = None) -> None:
         self.losses.append(loss)
@@ -303,6 +332,10 @@ class RunningSummary:
         self.layer_counts += r.layer_counts
         if r.val_residual is not None:
             self.val_residual += r.val_residual
+        if r.part_layer_lca is not None:
+            if self.part_layer_lca is None:
+                self.part_layer_lca = np.zeros_like(r.part_layer_lca)
+            self.part_layer_lca += r.part_layer_lca
 
     def restore(self, committed: Mapping[str, np.ndarray]) -> None:
         """Continue from a resumed run's committed steps (its last point is re-evaluated)."""
@@ -315,6 +348,8 @@ class RunningSummary:
         if "val_losses" in committed:
             self.val_first = float(committed["val_losses"][0])
             self.val_residual = float(committed["val_residuals"].sum())
+        if "part_layer_lca" in committed:
+            self.part_layer_lca = committed["part_layer_lca"].sum(axis=0)
 
     def summary(
         self,
@@ -337,4 +372,5 @@ class RunningSummary:
             lca_seconds=lca_seconds,
             training_seconds=training_seconds,
             splits=self.splits,
+            part_layer_lca=self.part_layer_lca,
         )

@@ -20,6 +20,7 @@ from .distributions import (
 from .figures import FIGURES, FigureSpec
 from .heatmaps import animate_lca, as_image, frame_steps, plot_lca_heatmaps
 from .moments import plot_class_synchronization, plot_synchronization
+from .parts import plot_parts_over_steps, plot_parts_per_layer
 
 __all__ = [
     "FIGURES",
@@ -37,6 +38,8 @@ __all__ = [
     "plot_lca_heatmaps",
     "plot_loss_reconstruction",
     "plot_parameter_helping",
+    "plot_parts_over_steps",
+    "plot_parts_per_layer",
     "plot_synchronization",
     "plot_train_vs_validation",
 ]

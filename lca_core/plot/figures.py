@@ -30,6 +30,7 @@ from .distributions import (
 )
 from .heatmaps import animate_lca, frame_steps
 from .moments import plot_class_synchronization, plot_synchronization
+from .parts import plot_parts_over_steps, plot_parts_per_layer
 
 #: draws a figure from the run, the analysis' result and the animation's frame budget;
 #: bytes are an animated GIF
@@ -116,6 +117,27 @@ FIGURES: dict[str, tuple[FigureSpec, ...]] = {
             "flattens or rises while the solid one keeps falling: the layer is fitting the "
             "training data only (overfitting).",
             lambda run, _, __: plot_train_vs_validation(run),
+        ),
+    ),
+    "optimizer_parts": (
+        FigureSpec(
+            "parts_per_layer",
+            "What moved each layer: gradient, momentum, weight decay",
+            "A step's change of each parameter is the optimizer's sum of terms: this step's "
+            "gradient, the momentum carried from earlier steps, and weight decay. Each "
+            "layer's allocation splits the same way. Bars below zero lowered the loss, "
+            "above zero raised it; the black tick is the layer's net total. A layer whose "
+            "net tick is above zero because of the orange bar was carried past its "
+            "minimum by momentum.",
+            lambda run, p, _: plot_parts_per_layer(p),
+        ),
+        FigureSpec(
+            "parts_over_steps",
+            "Each optimizer part over training",
+            "The allocation of each part summed over all layers and accumulated over the "
+            "steps; the dashed line is their sum, the loss change they account for. A "
+            "momentum line that turns upward late in training is momentum overshooting.",
+            lambda run, p, _: plot_parts_over_steps(p),
         ),
     ),
     "parameter_helping": (

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.parts import PARTS
 from ..errors import CorruptRunError, LCAError
 from ..layout import Layout
 from ..options import Options
@@ -173,8 +174,19 @@ def _expected(
         stderr=config.get("eval_subset") is not None,
         store_trajectory=recorded,
         lca=allocated,
+        parts=len(_parts(config, where)),
     )
     return {s.name: s for s in specs}
+
+
+def _parts(config: Mapping[str, Any], where: Path) -> tuple[str, ...]:
+    """The optimizer parts a run's steps are split into (none if it is not split)."""
+    parts = config.get("parts")
+    if parts is None:
+        return ()
+    if parts != list(PARTS):
+        raise CorruptRunError(f"{where}: the run's parts are {parts!r}, not lca's {list(PARTS)}")
+    return PARTS
 
 
 def _chunk_keys(shape: tuple[int, ...], chunks: tuple[int, ...], rows: int) -> Iterator[str]:

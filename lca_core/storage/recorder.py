@@ -45,6 +45,17 @@ def json_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
         ) from exc
 
 
+def _check_same_split(stored: Mapping[str, Any], config: Mapping[str, Any], store: Any) -> None:
+    """A resumed run continues its optimizer split (``optimizer=``), or its absence: a
+    run's steps are split all or none."""
+    if bool(stored.get("parts")) != bool(config.get("parts")):
+        was = f"with optimizer= ({stored.get('optimizer')})" if stored.get("parts") else "without"
+        raise ValueError(
+            f"{store} was recorded {was.replace('without', 'without optimizer=')}; resume it "
+            "the same way (every step of a run is split by the optimizer's parts, or none is)"
+        )
+
+
 class Recorder:
     """Writes one run into ``options.store``: the allocation results per step and, when
     asked (or in a record-only run, alone), the trajectory θ_t. ``config`` is what the run
@@ -68,6 +79,7 @@ class Recorder:
             store_grads=self.store_grads,
             stderr=config.get("eval_subset") is not None,
             lca=not self.record_only,
+            parts=len(config.get("parts") or ()),
         )
         attrs = {
             "config": dict(config),
@@ -78,7 +90,8 @@ class Recorder:
         }
         mode = "a" if options.resume and is_run(store) else "w"
         if mode == "a":
-            open_run(store)  # validates and reads the committed rows: never extend a damaged run
+            # validates and reads the committed rows: never extend a damaged run
+            _check_same_split(open_run(store).config, config, store)
         self.writer = RunWriter(
             store, backend.layout, specs, attrs=attrs, mode=mode, overwrite=options.overwrite
         )
@@ -94,6 +107,7 @@ class Recorder:
         if self.record_only or not self.writer.steps:
             return
         names = SUMMARY_ARRAYS + (("val_losses", "val_residuals") if self.validation else ())
+        names += ("part_layer_lca",) if "part_layer_lca" in self.writer.specs else ()
         running.restore({name: self.writer.committed(name) for name in names})
 
     def start(self, theta: np.ndarray, evals: Mapping[str, Evaluation] | None) -> None:
@@ -145,6 +159,13 @@ class Recorder:
         if r.val_residual is not None:
             row["val_residuals"] = r.val_residual
             row["val_layer_lca"] = r.val_layer_lca
+        split = {
+            "part_layer_lca": r.part_layer_lca,
+            "part_layer_lca_stderr": r.part_layer_lca_stderr,
+            "val_part_layer_lca": r.val_part_layer_lca,
+            "part_lca": r.part_lca if self.store_params else None,
+        }
+        row.update({k: v for k, v in split.items() if v is not None})
         return row
 
     def flush(self) -> None:

@@ -135,6 +135,18 @@ class Run:
         return self.array("layer_lca_stderr")
 
     @property
+    def parts(self) -> list[str]:
+        """The optimizer parts each step's LCA is split into (``optimizer=``), e.g.
+        ``["gradient", "momentum", "weight_decay"]``; empty when it is not split."""
+        return list(self.config.get("parts") or [])
+
+    @property
+    def part_layer_lca(self) -> np.ndarray:
+        """Each optimizer part's LCA by layer, (T, parts, n_layers); the parts of a step
+        sum to its ``layer_lca``. Only runs recorded with ``optimizer=`` have it."""
+        return self.array("part_layer_lca")
+
+    @property
     def residuals(self) -> np.ndarray:
         """ΔL − Σ LCA of each step (excluding buffer drift), (T,)."""
         return self.array("residuals")
@@ -233,6 +245,7 @@ class Run:
             lca_seconds=_seconds(self._meta.get("lca_seconds")),
             training_seconds=_seconds(self._meta.get("training_seconds")),
             splits=2 if self.config.get("validation") is True else 1,
+            part_layer_lca=self.part_layer_lca if self.has("part_layer_lca") else None,
         )
 
 

@@ -87,8 +87,10 @@ def array_specs(
     store_grads: bool = False,
     stderr: bool = False,
     lca: bool = True,
+    parts: int = 0,
 ) -> list[ArraySpec]:
-    """The arrays a run holds for the chosen options (DESIGN §3)."""
+    """The arrays a run holds for the chosen options (DESIGN §3); ``parts``: how many
+    optimizer parts each step's LCA is split into (``optimizer=``; DESIGN §13)."""
     n_layers, k = len(layout.layers), layout.size
     specs: list[ArraySpec] = []
     if lca:
@@ -119,6 +121,14 @@ def array_specs(
             ]
         if store_grads:
             specs.append(ArraySpec("grads", (k,), "float32"))
+        if parts:
+            specs.append(ArraySpec("part_layer_lca", (parts, n_layers), "float64"))
+            if stderr:
+                specs.append(ArraySpec("part_layer_lca_stderr", (parts, n_layers), "float64"))
+            if validation:
+                specs.append(ArraySpec("val_part_layer_lca", (parts, n_layers), "float64"))
+            if store_params:
+                specs.append(ArraySpec("part_lca", (parts, k), "float32"))
     if store_trajectory:
         specs.append(ArraySpec("theta", (k,), trajectory_dtype(layout), stream="trajectory"))
     return specs
@@ -127,6 +137,9 @@ def array_specs(
 #: the option a run is recorded with to hold each opt-in array (by name prefix: the
 #: per-class arrays are ``class_…``, the validation ones ``val_…``)
 RECORDED_BY = {
+    "part_lca": "optimizer=... and store_params=True",
+    "part_": "optimizer=... (the training's optimizer)",
+    "val_part_": "optimizer=... and val_data=(inputs, targets)",
     "param_lca": "store_params=True",
     "grads": "store_grads=True",
     "theta": "store_trajectory=True (or record_only=True)",

@@ -88,6 +88,11 @@ class Session:
     def train(self, tracker: Any, steps: int) -> None:
         raise NotImplementedError
 
+    def use_momentum(self, momentum: float) -> Any:
+        """Train on with SGD of this momentum from now on; returns what the framework's
+        ``optimizer=`` takes for it."""
+        raise NotImplementedError
+
     #: whether its backend streams a set larger than ``resident_bytes`` (the function
     #: backend hands the whole set to the user's function at once)
     streams = True
@@ -147,12 +152,25 @@ class FunctionSession(Session):
         )
         return Tracker(backend, store, **options)
 
+    opt: Any = None
+
+    def use_momentum(self, momentum):
+        from tests.core.models import HeavyBall
+
+        self.opt, self.buffer = HeavyBall(LR, momentum), np.zeros_like(self.theta)
+        return self.opt
+
     def train(self, tracker, steps):
         for _ in range(steps):
             idx = batch_indices(self.steps_done)
             _, grad = self.mlp.loss_and_grad(self.theta, self.x[idx], self.y[idx])
-            new = self.theta - LR * grad
-            tracker.update(self.theta, new)
+            if self.opt is None:
+                new = self.theta - LR * grad
+                tracker.update(self.theta, new)
+            else:
+                new, buffer = self.opt.step(self.theta, grad, self.buffer)
+                tracker.update(self.theta, new, opt_state=(self.buffer, buffer))
+                self.buffer = buffer
             self.theta = new
             self.steps_done += 1
 
@@ -206,6 +224,12 @@ class TorchSession(Session):
             self.model, nn.CrossEntropyLoss(), loader, store, resident_bytes=1, **options
         )
 
+    def use_momentum(self, momentum):
+        import torch
+
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=momentum)
+        return self.opt
+
     def train(self, tracker, steps):
         from torch import nn
 
@@ -252,6 +276,13 @@ class KerasSession(Session):
             return ce
         noise = self.noise()
         return lambda y, out: ce(y, out) + 1e-3 * noise()
+
+    def use_momentum(self, momentum):
+        import keras
+
+        self.opt = keras.optimizers.SGD(LR, momentum=momentum)
+        self.opt.build(self.model.trainable_variables)
+        return self.opt
 
     def tracker(self, store=None, *, convention="mean", stochastic=False, data=None, **options):
         from lca_tensorflow import Tracker
@@ -309,9 +340,10 @@ class KerasJaxSession(KerasSession):
         for _ in range(steps):
             idx = batch_indices(self.steps_done)
             grads = jax.grad(loss_of)(values, self.x[idx], self.y[idx])
-            new, opt_vars = self.opt.stateless_apply(opt_vars, grads, values)
-            tracker.update(values, new)
-            values = new
+            new, new_opt_vars = self.opt.stateless_apply(opt_vars, grads, values)
+            split = tracker.splitter is not None
+            tracker.update(values, new, opt_state=(opt_vars, new_opt_vars) if split else None)
+            values, opt_vars = new, new_opt_vars
             self.steps_done += 1
         for v, value in zip(model.trainable_variables, values, strict=True):
             v.assign(value)
@@ -365,15 +397,31 @@ class JaxSession(Session):
         """What the tracker is given: the parameters (a model, for nnx)."""
         return self.params
 
+    tx: Any = None
+
+    def use_momentum(self, momentum):
+        from lca_jax import optimizers
+
+        self.tx = optimizers.sgd(LR, momentum)
+        self.opt_state = self.tx.init(self.params)
+        return self.tx
+
     def train(self, tracker, steps):
         import jax
+        import optax
 
         grad = jax.jit(jax.grad(lambda p, x, y: self.per_example(p, x, y).mean()))
         for _ in range(steps):
             idx = batch_indices(self.steps_done)
             g = grad(self.params, self.x[idx], self.y[idx])
-            new = jax.tree_util.tree_map(lambda p, d: p - LR * d, self.params, g)
-            tracker.update(self.params, new)
+            if self.tx is None:
+                new = jax.tree_util.tree_map(lambda p, d: p - LR * d, self.params, g)
+                tracker.update(self.params, new)
+            else:
+                updates, state = self.tx.update(g, self.opt_state, self.params)
+                new = optax.apply_updates(self.params, updates)
+                tracker.update(self.params, new, opt_state=(self.opt_state, state))
+                self.opt_state = state
             self.params = new
             self.steps_done += 1
 
@@ -426,6 +474,13 @@ class NnxSession(JaxSession):
 
     def tracked(self) -> Any:
         return self.model
+
+    def use_momentum(self, momentum):
+        from flax import nnx
+        from lca_jax import optimizers
+
+        self.optimizer = nnx.Optimizer(self.model, optimizers.sgd(LR, momentum), wrt=nnx.Param)
+        return self.optimizer
 
     def train(self, tracker, steps):
         from flax import nnx

@@ -20,7 +20,7 @@ from lca_core import (
 )
 from lca_core.contract import OPTIONS
 from tests.checks import assert_every_step_within_tol
-from tests.contract.integrations import installed, problem
+from tests.contract.integrations import FunctionSession, init_weights, installed, problem
 
 INTEGRATIONS = installed()
 IDS = [i.name for i in INTEGRATIONS]
@@ -324,3 +324,29 @@ def test_bfloat16_parameters_are_tracked_and_stored_exactly(integration, tmp_pat
     # the model's own precision: a bfloat16 loss near 1 is rounded to 2⁻⁸, so ΔL to 2⁻⁷
     assert np.all(np.abs(np.diff(run.losses)) > 0.1)
     assert np.all(np.abs(run.residuals) <= 2**-6)
+
+
+def test_optimizer_splits_momentum_sgd_the_same_in_every_integration(integration, tmp_path):
+    """The same momentum SGD in every framework: the same parts, against numpy's."""
+    k0, b0, k1, b1 = init_weights()
+    runs = {}
+    for name, session in (("numpy", FunctionSession()), ("here", integration.session())):
+        if isinstance(session, FunctionSession):  # from the weights the others start from
+            session.theta = np.concatenate([k0.T.ravel(), b0, k1.T.ravel(), b1]).astype(float)
+        optimizer = session.use_momentum(0.9)
+        session.train(session.tracker(), 1)  # a carried momentum from the first step on
+        tracker = session.tracker(tmp_path / name, optimizer=optimizer)
+        session.train(tracker, 3)
+        tracker.close()
+        runs[name] = open_run(tmp_path / name)
+    here, numpy = runs["here"], runs["numpy"]
+    assert here.parts == list(lca_core.PARTS)
+    np.testing.assert_allclose(here.part_layer_lca.sum(axis=1), here.layer_lca, atol=1e-12)
+    np.testing.assert_allclose(here.part_layer_lca, numpy.part_layer_lca, rtol=2e-3, atol=2e-6)
+    assert np.abs(here.part_layer_lca[:, 1]).min() > 0  # momentum carried at every step
+    assert not here.part_layer_lca[:, 2].any()  # no weight decay
+
+
+def test_optimizer_true_is_for_callbacks_only(integration):
+    with pytest.raises(TypeError, match="fit callbacks"):
+        integration.session().tracker(optimizer=True)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lca_core import FunctionBackend
+from lca_core import FunctionBackend, Splitter
 from lca_core.backend_kit.numpy_models import MLP
 
 
@@ -56,7 +56,30 @@ def digits_like(seed: int = 0, n: int = 300, d: int = 16, classes: int = 4):
     return centers[y] + rng.normal(size=(n, d)), y
 
 
-__all__ = ["MLP", "cubic", "digits_like", "linear", "logistic", "logistic_data", "sgd"]
+class HeavyBall(Splitter):
+    """A numpy SGD with torch's semantics (momentum μ, dampening d, weight decay λ) whose
+    state is a value, the momentum buffer b: Δ = −lr(μ b + (1−d)(g + λθ))."""
+
+    name = "test.HeavyBall"
+
+    def __init__(self, lr, mu=0.0, damp=0.0, wd=0.0):
+        self.lr, self.mu, self.damp, self.wd = lr, mu, damp, wd
+
+    def step(self, theta, grad, b):
+        b = self.mu * b + (1 - self.damp) * (grad + self.wd * theta)
+        return theta - self.lr * b, b
+
+    def before(self, theta, state=None):
+        self.theta, self.b = theta, state
+
+    def after(self, state=None):
+        decay = -self.lr * (1 - self.damp) * self.wd * self.theta
+        momentum = -self.lr * self.mu * self.b
+        gradient = -self.lr * (state - self.mu * self.b) - decay  # from the states alone
+        return {"momentum": momentum, "weight_decay": decay, "gradient": gradient}
+
+
+__all__ = ["MLP", "HeavyBall", "cubic", "digits_like", "linear", "logistic", "logistic_data", "sgd"]
 
 
 def with_validation(mlp: MLP, theta, x, y, n_train: int = 150) -> FunctionBackend:

@@ -40,7 +40,8 @@ def test_the_allocator_takes_every_allocator_option_by_name_and_refuses_the_othe
 
 def test_replay_refuses_exactly_the_recording_options():
     assert set(NOT_FOR_REPLAY) == {
-        "store", "every", "record_only", "resume", "overwrite", "store_trajectory", "val_data"
+        "store", "every", "record_only", "resume", "overwrite", "store_trajectory", "val_data",
+        "optimizer",
     }  # fmt: skip
 
 
@@ -167,4 +168,4 @@ def test_every_figure_belongs_to_an_analysis():
 
     keys = {a.key for a in ANALYSES}
     assert FIGURES and set(FIGURES) <= keys
-    assert sum(len(specs) for specs in FIGURES.values()) == 11
+    assert sum(len(specs) for specs in FIGURES.values()) == 13

@@ -98,6 +98,7 @@ SECTIONS = (
     "oscillate",
     "same moments",
     "First order",
+    "Why the last layer hurts",
 )
 
 
@@ -227,7 +228,7 @@ def test_the_readme_loop_gives_a_report_with_every_figure(tmp_path, monkeypatch)
     exec(compile(setup + "\n" + loop, "README.md", "exec"), {})
     assert main(["report", "runs/readme", "--frames", "2"]) == 0
     html = (tmp_path / "runs" / "readme.html").read_text()
-    assert html.count("<figure") == 11
+    assert html.count("<figure") == 13
     assert "Not available" not in html
 
 

@@ -78,3 +78,19 @@ def test_the_callback_does_not_change_training(tmp_path):
         with_lca.state_dict().items(), without.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_optimizer_true_splits_by_the_trainers_adamw(tmp_path):
+    import warnings
+
+    from lca_core.errors import AccuracyWarning
+
+    callback = LCACallback(token_examples(40, 2), tmp_path / "run", optimizer=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyWarning)  # clipped (max_grad_norm=1): the rule holds
+        train(tmp_path, [callback])
+    run = open_run(tmp_path / "run")
+    assert run.config["optimizer"] == "torch.optim.AdamW" and run.steps == 6
+    parts = run.part_layer_lca
+    np.testing.assert_allclose(parts.sum(axis=1), run.layer_lca, atol=1e-12)
+    assert np.abs(parts[1:, 1]).sum() > 0 and not parts[0, 1].any()  # no momentum at step 0

@@ -64,3 +64,38 @@ def test_the_0_1_argument_order_still_works_with_a_warning(digits):
     import lca_torch
 
     assert lca_torch.LCACallback is LCACallback  # still importable where 0.1 had it
+
+
+class AdamWModule(Module):
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=0.01, weight_decay=0.1)
+
+
+def test_optimizer_true_splits_by_the_trainers_optimizer(digits, tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from lca_core.errors import AccuracyWarning
+
+    x, y, _, _ = digits
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=100)
+    callback = LCACallback((x, y), tmp_path / "run", loss_fn=nn.CrossEntropyLoss(), optimizer=True)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[callback],
+        gradient_clip_val=0.5,  # clipped after the callback's begin: the gradient part sees it
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyWarning)
+        trainer.fit(AdamWModule(), loader)
+    run = open_run(tmp_path / "run")
+    assert run.config["optimizer"] == "torch.optim.AdamW" and run.steps == len(loader)
+    parts = run.part_layer_lca
+    np.testing.assert_allclose(parts.sum(axis=1), run.layer_lca, atol=1e-12)
+    assert np.abs(parts[1:, 1]).sum() > 0 and np.abs(parts[:, 2]).sum() > 0
