@@ -1,4 +1,4 @@
-"""optax optimizers whose updates lca can split: ``sgd``, ``adam``, ``adamw``.
+"""optax optimizers whose updates lca can split: ``sgd``, ``rmsprop``, ``adam``, ``adamw``.
 
 optax closes hyperparameters over in its transformations, so lca cannot read them from
 ``optax.sgd(...)``. These constructors build the same updates with
@@ -33,7 +33,7 @@ from lca_core.errors import UnsupportedOptimizerError
 SPLITTERS = SplitterRegistry(
     "JAX/optax",
     "lca_jax.optimizers.SPLITTERS.register(MyTransformation, factory); the optax "
-    "optimizers lca splits are built by lca_jax.optimizers.sgd / adam / adamw",
+    "optimizers lca splits are built by lca_jax.optimizers.sgd / rmsprop / adam / adamw",
 )
 
 _STATES = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
@@ -47,6 +47,13 @@ class SGD(optax.GradientTransformationExtraArgs):
 
 class NesterovSGD(optax.GradientTransformationExtraArgs):
     """:func:`sgd` with ``nesterov=True``."""
+
+    __slots__ = ()
+
+
+class RMSprop(optax.GradientTransformationExtraArgs):
+    """``optax.rmsprop`` (ε inside the square root, as optax's default) with momentum and
+    weight decay as an L2 term."""
 
     __slots__ = ()
 
@@ -67,6 +74,15 @@ def _sgd(learning_rate: Any, momentum: Any, weight_decay: Any, nesterov: bool) -
     return optax.chain(
         optax.add_decayed_weights(weight_decay),
         optax.trace(decay=momentum, nesterov=nesterov),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def _rmsprop(learning_rate: Any, decay: Any, eps: Any, momentum: Any, weight_decay: Any) -> Any:
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_rms(decay=decay, eps=eps),
+        optax.trace(decay=momentum),
         optax.scale_by_learning_rate(learning_rate),
     )
 
@@ -93,6 +109,20 @@ def sgd(
     inner = optax.inject_hyperparams(_sgd, static_args="nesterov")
     tx = inner(learning_rate, momentum, weight_decay, nesterov)
     return (NesterovSGD if nesterov else SGD)(tx.init, tx.update)
+
+
+def rmsprop(
+    learning_rate: float | Callable[[Any], Any],
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    *,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> RMSprop:
+    """RMSprop: ν_t = ρ ν_{t−1} + (1−ρ) g'², the trace t = μ t_{t−1} + g'/√(ν_t + ε), the
+    step −lr·t; g' = g + λθ."""
+    tx = optax.inject_hyperparams(_rmsprop)(learning_rate, decay, eps, momentum, weight_decay)
+    return RMSprop(tx.init, tx.update)
 
 
 def adam(
@@ -189,6 +219,24 @@ class SGDSplitter(OptaxSplitter):
         }
 
 
+class RMSpropSplitter(OptaxSplitter):
+    def split(self, hp, start, end):  # type: ignore[no-untyped-def]
+        lr, mu, wd, eps = hp["learning_rate"], hp["momentum"], hp["weight_decay"], hp["eps"]
+        before, after = _host(start[2].trace), _host(end[2].trace)
+        nu = _host(end[1].nu)
+        theta = np.split(self.theta, np.cumsum([b.size for b in before])[:-1])
+        scale = [-lr / np.sqrt(n + eps) for n in nu]
+        decay = [p * wd * t for p, t in zip(scale, theta, strict=True)]
+        return {
+            "momentum": [-lr * mu * b for b in before],
+            "weight_decay": decay,
+            # g'/√(ν + ε) from the trace alone: t_t − μ t_{t−1}
+            "gradient": [
+                -lr * (a - mu * b) - d for a, b, d in zip(after, before, decay, strict=True)
+            ],
+        }
+
+
 class AdamSplitter(OptaxSplitter):
     def split(self, hp, start, end):  # type: ignore[no-untyped-def]
         decoupled = type(self.tx) is AdamW
@@ -214,6 +262,7 @@ class AdamSplitter(OptaxSplitter):
 
 SPLITTERS.register(SGD, SGDSplitter)
 SPLITTERS.register(NesterovSGD, SGDSplitter)
+SPLITTERS.register(RMSprop, RMSpropSplitter)
 SPLITTERS.register(Adam, AdamSplitter)
 SPLITTERS.register(AdamW, AdamSplitter)
 
@@ -228,14 +277,15 @@ def make_splitter(optimizer: Any) -> Splitter:
         if not SPLITTERS.knows(tx):
             raise UnsupportedOptimizerError(
                 "nnx.Optimizer(model, tx, ...) splits when tx is built by "
-                "lca_jax.optimizers.sgd / adam / adamw"
+                "lca_jax.optimizers.sgd / rmsprop / adam / adamw"
             )
         return SPLITTERS.make(tx, live=lambda: nnx.as_pure(optimizer.opt_state))
     if isinstance(optimizer, optax.GradientTransformation) and not SPLITTERS.knows(optimizer):
         raise UnsupportedOptimizerError(
             "optax closes an optimizer's hyperparameters into its functions, so lca cannot "
             "read them from optax.sgd/adam/adamw: build the optimizer with "
-            "lca_jax.optimizers.sgd / adam / adamw (the same updates, their hyperparameters "
+            "lca_jax.optimizers.sgd / rmsprop / adam / adamw (the same updates, their "
+            "hyperparameters "
             "kept in the state) and pass that as optimizer="
         )
     return SPLITTERS.make(optimizer)
@@ -247,8 +297,10 @@ __all__ = [
     "Adam",
     "AdamW",
     "NesterovSGD",
+    "RMSprop",
     "adam",
     "adamw",
     "make_splitter",
+    "rmsprop",
     "sgd",
 ]

@@ -149,7 +149,27 @@ class AdamSplitter(KerasSplitter):
         }
 
 
+class RMSpropSplitter(KerasSplitter):
+    """keras.optimizers.RMSprop: the increment lr·g/√(v_t − ḡ_t²·[centered] + ε) is the
+    step (−), or is added to m_t = μ m_{t−1} + increment, the step −m_t."""
+
+    def __init__(self, optimizer: keras.optimizers.Optimizer, variables: Sequence[Any]):
+        super().__init__(optimizer, variables)
+        self.slots = ("_momentums",) if self.optimizer.momentum > 0 else ()
+
+    def split(self, start, end, sizes):  # type: ignore[no-untyped-def]
+        mu = float(self.optimizer.momentum)
+        if not mu:  # the step is the increment alone: the gradient's (and the decay's)
+            return {"momentum": [np.zeros(n) for n in sizes]}
+        m0, m1 = start["slots"]["_momentums"], end["slots"]["_momentums"]
+        return {
+            "momentum": [-mu * m for m in m0],
+            "gradient": [-(a - mu * b) for a, b in zip(m1, m0, strict=True)],  # −increment
+        }
+
+
 SPLITTERS.register(keras.optimizers.SGD, SGDSplitter)
+SPLITTERS.register(keras.optimizers.RMSprop, RMSpropSplitter)
 SPLITTERS.register(keras.optimizers.Adam, AdamSplitter)
 SPLITTERS.register(keras.optimizers.AdamW, AdamSplitter)
 

@@ -136,7 +136,30 @@ class AdamSplitter(TorchSplitter):
         }
 
 
+class RMSpropSplitter(TorchSplitter):
+    """torch.optim.RMSprop: with P_t = −lr / (√(v_t − ḡ_t²·[centered]) + ε) the step is
+    P_t g' (no momentum) or −lr·b_t, b_t = μ b_{t−1} + g'/(√· + ε); g' = g + λθ."""
+
+    def read_before(self, p: torch.Tensor, group: dict, state: dict) -> Any:
+        return _value(group["lr"]), _host(state.get("momentum_buffer"))
+
+    def split(self, start, state, group, theta, grad):  # type: ignore[no-untyped-def]
+        lr, buffer = start
+        mu, wd = group["momentum"], group["weight_decay"]
+        v = _host(state["square_avg"])
+        if group["centered"]:
+            v = v - _host(state["grad_avg"]) ** 2
+        precond = -lr / (np.sqrt(v) + group["eps"])
+        carried = np.zeros_like(theta) if buffer is None or not mu else -lr * mu * buffer
+        return {
+            "momentum": carried,
+            "weight_decay": precond * wd * theta,
+            "gradient": precond * grad,
+        }
+
+
 SPLITTERS.register(torch.optim.SGD, SGDSplitter)
+SPLITTERS.register(torch.optim.RMSprop, RMSpropSplitter)
 SPLITTERS.register(torch.optim.Adam, AdamSplitter)
 SPLITTERS.register(torch.optim.AdamW, AdamSplitter)
 

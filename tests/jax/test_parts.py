@@ -61,6 +61,7 @@ CASES = {
     "nesterov": (lambda: lca_opt.sgd(0.3, 0.8, nesterov=True, weight_decay=0.05), "sgd"),
     "adam-l2": (lambda: lca_opt.adam(0.05, weight_decay=0.1), "adam"),
     "adamw": (lambda: lca_opt.adamw(0.05, weight_decay=0.1), "adamw"),
+    "rmsprop": (lambda: lca_opt.rmsprop(0.01, momentum=0.9, weight_decay=0.05), "rmsprop"),
 }
 
 
@@ -92,6 +93,16 @@ def test_each_part_is_the_update_rules_own(case):
                 "momentum": sgd_rule(lr, mu, 0 * gf, 0 * gf, carried, nesterov),
             }
             carried = gf + wd * theta + mu * carried
+        elif family == "rmsprop":  # optax: ν, then t = μ t + g'/√(ν + ε), the step −lr·t
+            gp = gf + 0.05 * theta
+            v0 = 0.9 * v0 + 0.1 * gp**2
+            scale = -0.01 / np.sqrt(v0 + 1e-8)
+            want = {
+                "gradient": scale * gf,
+                "weight_decay": scale * 0.05 * theta,
+                "momentum": -0.01 * 0.9 * carried,
+            }
+            carried = 0.9 * carried + gp / np.sqrt(v0 + 1e-8)
         else:
             decoupled = family == "adamw"
             want = adam_parts(0.05, 0.9, 0.999, 1e-8, 0.1, gf, theta, m0, v0, step, decoupled)

@@ -21,6 +21,10 @@ OPTIMIZERS = {
     "nesterov": lambda: keras.optimizers.SGD(0.1, momentum=0.8, nesterov=True, weight_decay=0.05),
     "adam": lambda: keras.optimizers.Adam(0.01, weight_decay=0.1),
     "adamw-amsgrad": lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1, amsgrad=True),
+    "rmsprop": lambda: keras.optimizers.RMSprop(0.01, weight_decay=0.1),
+    "rmsprop-centered-momentum": lambda: keras.optimizers.RMSprop(
+        0.01, momentum=0.9, centered=True, weight_decay=0.05
+    ),
 }
 
 
@@ -50,6 +54,14 @@ def expected(opt, g, theta, m0, v0, t):
         if opt.nesterov:  # m_t = μ m − lr g; the step μ m_t − lr g
             return {"gradient": -lr * (1 + mu) * g, "momentum": mu * mu * m0, "weight_decay": decay}
         return {"gradient": -lr * g, "momentum": mu * m0, "weight_decay": decay}
+    if isinstance(opt, keras.optimizers.RMSprop):  # v0: the velocity, m0: (momentum, ḡ)
+        rho, mu = opt.rho, float(opt.momentum)
+        momentum, average = m0
+        v = rho * v0 + (1 - rho) * g**2
+        if opt.centered:
+            v = v - (rho * average + (1 - rho) * g) ** 2
+        increment = lr * g / np.sqrt(v + opt.epsilon)
+        return {"gradient": -increment, "momentum": -mu * momentum, "weight_decay": decay}
     b1, b2, eps = opt.beta_1, opt.beta_2, opt.epsilon
     v = b2 * v0 + (1 - b2) * g**2
     if opt.amsgrad:
@@ -66,6 +78,8 @@ def test_each_part_is_the_update_rules_own(kind):
     rng = np.random.default_rng(0)
     k = sum(int(np.prod(v.shape)) for v in variables)
     m0 = v0 = np.zeros(k)
+    if isinstance(opt, keras.optimizers.RMSprop):
+        m0 = (np.zeros(k), np.zeros(k))  # its momentum and its average gradient
     for t in range(1, 4):
         grads = [rng.normal(size=v.shape).astype("float32") for v in variables]
         g, theta = flat(grads), flat(variables)
@@ -80,7 +94,13 @@ def test_each_part_is_the_update_rules_own(kind):
         np.testing.assert_allclose(
             sum(want.values()), flat(variables) - theta, rtol=1e-3, atol=1e-6
         )
-        if isinstance(opt, keras.optimizers.SGD):
+        if isinstance(opt, keras.optimizers.RMSprop):
+            momentum, average = m0
+            increment = -want["gradient"]
+            v_new = opt.rho * v0 + (1 - opt.rho) * g**2
+            m0 = (float(opt.momentum) * momentum + increment, opt.rho * average + (1 - opt.rho) * g)
+            v0 = v_new
+        elif isinstance(opt, keras.optimizers.SGD):
             m0 = float(opt.momentum) * m0 - float(opt.learning_rate) * g
         else:
             m0 = opt.beta_1 * m0 + (1 - opt.beta_1) * g
@@ -122,4 +142,4 @@ def test_gradient_accumulation_is_refused():
             keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), model.trainable_variables
         )
     with pytest.raises(UnsupportedOptimizerError, match=r"keras\.optimizers\.Adam.*register"):
-        make_splitter(keras.optimizers.RMSprop(0.1), model.trainable_variables)
+        make_splitter(keras.optimizers.Adagrad(0.1), model.trainable_variables)

@@ -30,6 +30,10 @@ OPTIMIZERS = {
     "adam-l2": lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1),
     "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
     "adamw-amsgrad": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1, amsgrad=True),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01, weight_decay=0.1),
+    "rmsprop-centered-momentum": lambda p: torch.optim.RMSprop(
+        p, lr=0.01, momentum=0.9, centered=True, weight_decay=0.05
+    ),
 }
 
 
@@ -60,6 +64,19 @@ def adam_parts(group, g, theta, m_prev, v_prev, max_prev, t, decoupled):
     }
 
 
+def rmsprop_parts(group, g, theta, before):
+    """torch.optim.RMSprop's step split: the denominator from this step's averages."""
+    lr, alpha, eps, mu, wd = (group[k] for k in ("lr", "alpha", "eps", "momentum", "weight_decay"))
+    zeros = np.zeros_like(theta)
+    gp = g + wd * theta
+    v = alpha * before.get("square_avg", zeros) + (1 - alpha) * gp**2
+    if group["centered"]:
+        v = v - (alpha * before.get("grad_avg", zeros) + (1 - alpha) * gp) ** 2
+    scale = -lr / (np.sqrt(v) + eps)
+    carried = -lr * mu * before.get("momentum_buffer", zeros) if mu else zeros
+    return {"gradient": scale * g, "weight_decay": scale * wd * theta, "momentum": carried}
+
+
 def expected_parts(opt, p, theta, before, first):
     group = next(g for g in opt.param_groups if any(q is p for q in g["params"]))
     g = p.grad.detach().double().numpy().ravel().copy()
@@ -71,6 +88,8 @@ def expected_parts(opt, p, theta, before, first):
             "weight_decay": sgd_rule(group, 0 * g, wd * theta, 0 * theta, first),
             "momentum": sgd_rule(group, 0 * g, 0 * theta, carried, first) if not first else 0 * g,
         }
+    if isinstance(opt, torch.optim.RMSprop):
+        return rmsprop_parts(group, g, theta, before)
     t = int(before.get("step", 0)) + 1
     zeros = np.zeros_like(theta)
     return adam_parts(
