@@ -103,6 +103,8 @@ class Tracker:
         )
         self._parts: dict[str, np.ndarray] | None = None  # the block's parts so far
         self._split_warned = False
+        #: the parameters' rounding, which the split's check allows for
+        self._roundoff = unit_roundoff(p.dtype for p in backend.layout.params)
         #: optimizer steps seen so far (a resumed run continues its numbering)
         self.optimizer_steps = self.allocator.steps * self.every
         self.last: StepResult | None = None
@@ -112,8 +114,8 @@ class Tracker:
         self._forecast_after_bar = False
 
     def make_splitter(self, optimizer: Any) -> Splitter:
-        """The splitter of ``optimizer`` (``optimizer=``): a framework tracker finds it in
-        its registry; this one takes a ready :class:`Splitter`."""
+        """The splitter of ``optimizer`` (``optimizer=``): a ready :class:`Splitter` as it
+        is, a framework's optimizer through :meth:`find_splitter`."""
         if isinstance(optimizer, Splitter):
             return optimizer
         if optimizer is True:
@@ -121,6 +123,11 @@ class Tracker:
                 "optimizer=True (the trainer's optimizer) is for fit callbacks; a tracker "
                 "needs the optimizer itself: optimizer=my_optimizer"
             )
+        return self.find_splitter(optimizer)
+
+    def find_splitter(self, optimizer: Any) -> Splitter:
+        """A framework optimizer's splitter: a framework tracker finds it in its registry;
+        this one has none."""
         raise UnsupportedOptimizerError(
             "lca_core.Tracker splits by a ready lca_core.backend_kit.splitters.Splitter; "
             f"got {type(optimizer).__name__}. The framework trackers (lca_torch, "
@@ -229,8 +236,7 @@ class Tracker:
         for v in (*parts.values(), *(() if gradient is None else (gradient,))):
             v[still] = 0.0
         if gradient is not None and not self._split_warned:
-            roundoff = unit_roundoff(p.dtype for p in self.backend.layout.params)
-            off = mismatch(delta, part_deltas(delta, parts), gradient, roundoff, theta)
+            off = mismatch(delta, part_deltas(delta, parts), gradient, self._roundoff, theta)
             if off is not None:
                 self._split_warned = True
                 warnings.warn(
@@ -241,11 +247,10 @@ class Tracker:
                     AccuracyWarning,
                     stacklevel=4,
                 )
-        if self._parts is None:
-            self._parts = {name: np.asarray(v, dtype=np.float64) for name, v in parts.items()}
-        else:
-            for name, v in parts.items():
-                self._parts[name] = self._parts.get(name, 0.0) + v
+        block = self._parts if self._parts is not None else {}
+        for name, v in parts.items():
+            block[name] = block.get(name, 0.0) + v
+        self._parts = block
 
     def _check_untouched(self, theta: np.ndarray) -> None:
         """Parameters changed between two tracked steps would be a loss change nobody owns."""

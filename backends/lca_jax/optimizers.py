@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import optax
 
-from lca_core.backend_kit.splitters import Parts, Splitter, SplitterRegistry, flat
+from lca_core.backend_kit.splitters import Parts, Splitter, SplitterRegistry, flat, pieces
 from lca_core.errors import UnsupportedOptimizerError
 
 SPLITTERS = SplitterRegistry(
@@ -207,7 +207,7 @@ class SGDSplitter(OptaxSplitter):
         before, after = _host(start[1].trace), _host(end[1].trace)
         c = 1.0 + mu if nesterov else 1.0  # the coefficient of g' in the step
         carried = mu * mu if nesterov else mu
-        theta = np.split(self.theta, np.cumsum([b.size for b in before])[:-1])
+        theta = pieces(self.theta, (b.size for b in before))
         return {
             "momentum": [-lr * carried * b for b in before],
             "weight_decay": [-lr * c * wd * t for t in theta],
@@ -224,7 +224,7 @@ class RMSpropSplitter(OptaxSplitter):
         lr, mu, wd, eps = hp["learning_rate"], hp["momentum"], hp["weight_decay"], hp["eps"]
         before, after = _host(start[2].trace), _host(end[2].trace)
         nu = _host(end[1].nu)
-        theta = np.split(self.theta, np.cumsum([b.size for b in before])[:-1])
+        theta = pieces(self.theta, (b.size for b in before))
         scale = [-lr / np.sqrt(n + eps) for n in nu]
         decay = [p * wd * t for p, t in zip(scale, theta, strict=True)]
         return {
@@ -245,7 +245,7 @@ class AdamSplitter(OptaxSplitter):
         s0, s1 = start[at], end[at]
         t = float(s1.count)
         m0, m1, v1 = _host(s0.mu), _host(s1.mu), _host(s1.nu)
-        theta = np.split(self.theta, np.cumsum([m.size for m in m0])[:-1])
+        theta = pieces(self.theta, (m.size for m in m0))
         scale = [-lr / (1 - b1**t) / (np.sqrt(v / (1 - b2**t)) + eps) for v in v1]
         if decoupled:
             decay = [-lr * wd * th for th in theta]

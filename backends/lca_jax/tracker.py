@@ -97,11 +97,9 @@ class Tracker(CoreTracker):
         super().start(params)
         self._last_arrays = _Arrays(params)
 
-    def make_splitter(self, optimizer: Any) -> Splitter:
+    def find_splitter(self, optimizer: Any) -> Splitter:
         """``optimizer=``: a transformation of :mod:`lca_jax.optimizers`, or an
         ``nnx.Optimizer`` built with one."""
-        if optimizer is True or isinstance(optimizer, Splitter):
-            return super().make_splitter(optimizer)
         from .optimizers import make_splitter
 
         return make_splitter(optimizer)

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from lca_core.backend_kit.splitters import Parts, Splitter, SplitterRegistry, flat
+from lca_core.backend_kit.splitters import Parts, Splitter, SplitterRegistry, flat, pieces
 from lca_core.errors import UnsupportedOptimizerError
 
 SPLITTERS = SplitterRegistry(
@@ -87,7 +87,7 @@ class KerasSplitter(Splitter):
     def after(self, state: Any = None) -> Parts:
         end = self._values(state)
         sizes = [int(np.prod(v.shape)) for v in self.variables]
-        theta = np.split(self.theta, np.cumsum(sizes)[:-1])
+        theta = pieces(self.theta, sizes)
         wd = float(self.optimizer.weight_decay or 0.0)
         decay = [
             -self.lr * wd * t if d else 0 * t for t, d in zip(theta, self._decays(), strict=True)

@@ -85,12 +85,10 @@ class Tracker(CoreTracker):
     ) -> Any:
         return make_backend(model, loss_fn, data, **keywords)
 
-    def make_splitter(self, optimizer: Any) -> Splitter:
-        """``optimizer=``: a Keras SGD, Adam or AdamW (or a registered one). In the
+    def find_splitter(self, optimizer: Any) -> Splitter:
+        """``optimizer=``: a Keras SGD, RMSprop, Adam or AdamW (or a registered one). In the
         stateless loop give ``tracker.update(values, new_values, opt_state=(opt_vars,
         new_opt_vars))``, the optimizer variables around ``stateless_apply``."""
-        if optimizer is True or isinstance(optimizer, Splitter):
-            return super().make_splitter(optimizer)
         from .splitters import make_splitter
 
         return make_splitter(optimizer, self.backend.model.trainable_variables)

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lca_core.backend_kit.splitters import Parts, Splitter, SplitterRegistry, flat, public_name
+from lca_core.backend_kit.splitters import (
+    Parts,
+    Splitter,
+    SplitterRegistry,
+    flat,
+    pieces,
+    public_name,
+)
 from lca_core.errors import UnsupportedOptimizerError
 
 SPLITTERS = SplitterRegistry(
@@ -57,20 +64,18 @@ class TorchSplitter(Splitter):
 
     def after(self, state: Any = None) -> Parts:
         names = ("momentum", "weight_decay", "gradient")
-        pieces: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        offset = 0
-        for p, g, start in zip(self.params, self.groups, self.start, strict=True):
-            theta = self.theta[offset : offset + p.numel()]
-            offset += p.numel()
+        found: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        thetas = pieces(self.theta, (p.numel() for p in self.params))
+        for p, g, start, theta in zip(self.params, self.groups, self.start, thetas, strict=True):
             grad = _host(p.grad)
             if g is None or grad is None:
                 for n in names:
-                    pieces[n].append(np.zeros(p.numel()))
+                    found[n].append(np.zeros(p.numel()))
                 continue
             parts = self.split(start, self.optimizer.state[p], g, theta, grad)
             for n in names:
-                pieces[n].append(parts[n])
-        return {n: flat(pieces[n], self.theta.size) for n in names}
+                found[n].append(parts[n])
+        return {n: flat(found[n], self.theta.size) for n in names}
 
     def read_before(self, p: torch.Tensor, group: dict, state: dict) -> Any:
         """What the split of ``p`` needs from before the step."""
@@ -140,8 +145,7 @@ class RMSpropSplitter(TorchSplitter):
     """torch.optim.RMSprop: with P_t = −lr / (√(v_t − ḡ_t²·[centered]) + ε) the step is
     P_t g' (no momentum) or −lr·b_t, b_t = μ b_{t−1} + g'/(√· + ε); g' = g + λθ."""
 
-    def read_before(self, p: torch.Tensor, group: dict, state: dict) -> Any:
-        return _value(group["lr"]), _host(state.get("momentum_buffer"))
+    read_before = SGDSplitter.read_before  # the learning rate and the momentum buffer
 
     def split(self, start, state, group, theta, grad):  # type: ignore[no-untyped-def]
         lr, buffer = start

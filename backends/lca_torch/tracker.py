@@ -67,10 +67,8 @@ class Tracker(CoreTracker):
     ) -> TorchBackend:
         return TorchBackend(model, loss_fn, data, **keywords)
 
-    def make_splitter(self, optimizer: Any) -> Splitter:
-        """``optimizer=``: a ``torch.optim`` SGD, Adam or AdamW (or a registered one)."""
-        if optimizer is True or isinstance(optimizer, Splitter):
-            return super().make_splitter(optimizer)
+    def find_splitter(self, optimizer: Any) -> Splitter:
+        """``optimizer=``: a ``torch.optim`` SGD, RMSprop, Adam or AdamW (or a registered one)."""
         return make_splitter(optimizer, self.backend.parameters)
 
     def flatten(self, params: Any) -> np.ndarray:

@@ -63,6 +63,12 @@ def public_name(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def pieces(vector: np.ndarray, sizes: Iterable[int]) -> list[np.ndarray]:
+    """A flat vector cut into per-parameter pieces of ``sizes`` (the inverse of
+    :func:`flat`)."""
+    return np.split(vector, np.cumsum(list(sizes))[:-1])
+
+
 class SplitterRegistry:
     """Optimizer type → splitter factory, for one framework (found along the type's MRO,
     so a subclass of a supported optimizer is split as its base unless registered)."""
@@ -85,8 +91,6 @@ class SplitterRegistry:
     def make(self, optimizer: Any, **context: Any) -> Splitter:
         """The splitter of ``optimizer``; UnsupportedOptimizerError names the supported
         ones and how to add a splitter."""
-        if isinstance(optimizer, Splitter):
-            return optimizer
         for kind in type(optimizer).__mro__:
             if kind in self._factories:
                 return self._factories[kind](optimizer, **context)

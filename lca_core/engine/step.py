@@ -95,7 +95,8 @@ def step_result(
     if deltas is not None:
         gbar = integral.grads["train"].value()
         split["part_layer_lca"] = part_layer_sums(layout.reduce_by_layer, gbar, deltas, layer_lca)
-        if val is not None and val_layer_lca is not None:
+        if val_layer_lca is not None:
+            assert val is not None
             split["val_part_layer_lca"] = part_layer_sums(
                 layout.reduce_by_layer, val.value(), deltas, val_layer_lca
             )

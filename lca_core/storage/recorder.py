@@ -49,10 +49,14 @@ def _check_same_split(stored: Mapping[str, Any], config: Mapping[str, Any], stor
     """A resumed run continues its optimizer split (``optimizer=``), or its absence: a
     run's steps are split all or none."""
     if bool(stored.get("parts")) != bool(config.get("parts")):
-        was = f"with optimizer= ({stored.get('optimizer')})" if stored.get("parts") else "without"
+        was = (
+            f"with optimizer= ({stored.get('optimizer')})"
+            if stored.get("parts")
+            else "without optimizer="
+        )
         raise ValueError(
-            f"{store} was recorded {was.replace('without', 'without optimizer=')}; resume it "
-            "the same way (every step of a run is split by the optimizer's parts, or none is)"
+            f"{store} was recorded {was}; resume it the same way (every step of a run is "
+            "split by the optimizer's parts, or none is)"
         )
 
 
@@ -163,7 +167,7 @@ class Recorder:
             "part_layer_lca": r.part_layer_lca,
             "part_layer_lca_stderr": r.part_layer_lca_stderr,
             "val_part_layer_lca": r.val_part_layer_lca,
-            "part_lca": r.part_lca if self.store_params else None,
+            "part_lca": r.part_lca,  # only with store_params
         }
         row.update({k: v for k, v in split.items() if v is not None})
         return row
