@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
 
 import numpy as np
 import torch
-from bench_torch import mlp
+from bench_torch import mlp, tracked_step_seconds
 from common import REPEATS, cases
 from lca_torch import Tracker
 from torch import nn
@@ -32,18 +31,7 @@ def tracked_seconds(sizes, x, y, steps: int, optimizer: str, split: bool) -> flo
     opt = OPTIMIZERS[optimizer](model.parameters())
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     tracker = Tracker(model, nn.CrossEntropyLoss(), (xt, yt), optimizer=opt if split else None)
-    gen = torch.Generator().manual_seed(0)
-    seconds = []
-    for _ in range(steps):
-        idx = torch.randint(0, len(xt), (128,), generator=gen)
-        loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-        opt.zero_grad()
-        loss.backward()
-        start = time.perf_counter()
-        with tracker.step():
-            opt.step()
-        seconds.append(time.perf_counter() - start)
-    tracker.close()
+    seconds = tracked_step_seconds(model, opt, tracker, xt, yt, steps)
     return statistics.median(seconds[1:])  # the first step evaluates θ_0 too
 
 

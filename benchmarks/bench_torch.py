@@ -32,6 +32,24 @@ def mlp(sizes: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def tracked_step_seconds(model: nn.Module, opt: Any, tracker: Any, x, y, steps: int) -> list:
+    """Wall seconds of each tracked step (``with tracker.step(): opt.step()``) of ``steps``
+    seeded batches of 128; the tracker is closed after them."""
+    gen = torch.Generator().manual_seed(0)
+    seconds = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (128,), generator=gen)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        start = time.perf_counter()
+        with tracker.step():
+            opt.step()
+        seconds.append(time.perf_counter() - start)
+    tracker.close()
+    return seconds
+
+
 def hand_written_pass(
     model: nn.Module,
     x: torch.Tensor,

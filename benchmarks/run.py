@@ -17,6 +17,7 @@ BENCHMARKS = {
     "core": "bench_core",
     "torch": "bench_torch",
     "parts": "bench_parts",
+    "dashboards": "bench_dashboards",
     "jax": "bench_jax",
     "tensorflow": "bench_tensorflow",
     "memory": "bench_scale:run_memory",

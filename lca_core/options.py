@@ -104,6 +104,25 @@ class Options:
         part="tracker",
         replay=False,
     )
+    log_to: Any = _option(
+        None,
+        "dashboards each allocated step's numbers go to: a TensorBoard, tf.summary, MLflow "
+        "or W&B run or writer, a Lightning logger, a function (step, metrics), or a list",
+        part="tracker",
+        replay=False,
+    )
+    log_every: int = _option(
+        1, "log every k-th allocated step to log_to", part="tracker", replay=False
+    )
+    alerts: Any = _option(
+        True,
+        "when to alert: lca_core.dashboards.Alerts(...), True (the defaults) or False",
+        part="tracker",
+        replay=False,
+    )
+    on_alert: Any = _option(
+        None, "a function called with each lca_core.dashboards.Alert", part="tracker", replay=False
+    )
     metadata: Mapping[str, Any] | None = _option(None, "JSON-serialisable dict stored with the run")
 
     def __post_init__(self) -> None:

@@ -64,7 +64,15 @@ def replay(
         raise ValueError(f"executor must be None (this process) or 'ray', not {executor!r}")
     refused = sorted(set(options) & set(NOT_FOR_REPLAY))
     if refused:
-        raise ValueError(f"replay does not take {refused}: they describe how a run is recorded")
+        hint = (
+            "; to see a run's steps in a dashboard, `lca export RUN --tensorboard DIR` (or "
+            "--mlflow) writes them after the replay"
+            if set(refused) & {"log_to", "log_every", "alerts", "on_alert"}
+            else ""
+        )
+        raise ValueError(
+            f"replay does not take {refused}: they describe how a run is recorded{hint}"
+        )
     run = open_run(run_path)
     if not run.has("theta") or run.recorded_steps == 0:
         raise ValueError(

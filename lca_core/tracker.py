@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .allocator import Allocator
 from .backend_kit.splitters import Splitter
 from .contract import integration, resolve_options
+from .dashboards import Dashboard
 from .engine.cost import announce
 from .engine.parts import mismatch, part_deltas
 from .engine.step import StepResult
@@ -87,7 +88,11 @@ class Tracker:
         if opts["eval_subset"] is not None:
             backend.use_subset(opts["eval_subset"])
         if not backend.writes:  # another process of the job writes the run
-            opts = {**opts, "store": None, "resume": False, "overwrite": False, "progress": False}
+            opts = {
+                **opts,
+                **{"store": None, "resume": False, "overwrite": False, "progress": False},
+                **{"log_to": None, "alerts": False, "on_alert": None},
+            }
         self.backend = backend
         self.options = opts
         self.every = int(opts["every"])
@@ -100,6 +105,16 @@ class Tracker:
             options=Options.of(opts),
             validation="val" in backend.splits,
             split_by=self.splitter.name if self.splitter is not None else None,
+        )
+        #: where each allocated step's numbers and alerts go (``log_to``, ``alerts``)
+        self.dashboard = Dashboard(
+            opts["log_to"],
+            layers=backend.layout.layers,
+            parts=self.allocator.parts or (),
+            budget=self.allocator.options.budget,
+            log_every=opts["log_every"],
+            alerts=opts["alerts"],
+            on_alert=opts["on_alert"],
         )
         self._parts: dict[str, np.ndarray] | None = None  # the block's parts so far
         self._split_warned = False
@@ -216,6 +231,8 @@ class Tracker:
                     self._bar.set_description(f"LCA ({forecast.ratio:.2g}× training)")
         if result is not None:
             self.last = result
+            with self.allocator.cost.measure():  # the dashboards' time is LCA's
+                self.dashboard.step(result, self.budget_used, self.allocator.cost.ratio)
         if not self._bar.disable:
             if result is not None:
                 self._bar.set_postfix(
@@ -275,6 +292,12 @@ class Tracker:
         self.allocator.expected_steps = steps // self.every if steps else None
 
     @property
+    def budget_used(self) -> float:
+        """|Σ residual| / |ΔL| of the run so far: the share of the loss change its
+        allocation leaves unexplained (the ``budget`` caps it)."""
+        return self.allocator.running.budget_used()
+
+    @property
     def gradient_passes(self) -> int:
         """Full evaluation-set gradient passes made so far (the cost of LCA)."""
         return self.allocator.gradient_passes
@@ -288,7 +311,10 @@ class Tracker:
         if self._forecast_after_bar and (forecast := self.allocator.forecast) is not None:
             announce(forecast)
             self._forecast_after_bar = False
-        return self.allocator.close()
+        try:
+            return self.allocator.close()
+        finally:  # the store first: then what the dashboards buffer
+            self.dashboard.close()
 
     def __enter__(self) -> Tracker:
         return self

@@ -3,19 +3,19 @@
     model.fit(x, y, epochs=3, callbacks=[LCACallback((x, y), "run")])
 
 Each executed train step (a block of ``steps_per_execution`` batches) is one optimizer
-step. Per-step figures go into the batch logs (progress bar); epoch means
-(``lca_residual``, ``lca_pct_helped``, ``lca_sum``) into the epoch logs, so ``History``
-and Keras' own ``TensorBoard`` callback record them — list this callback before those.
+step. Each step's ``lca/residual`` and ``lca/pct_helped`` go into the batch logs (progress
+bar); the epoch's sums of every number (``lca/loss_change``, ``lca/layer/<layer>``, …:
+docs/api.md) into the epoch logs, so ``History``, the progress bar, ``CSVLogger`` and
+Keras' own ``TensorBoard`` record them — list this callback before those.
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
 
-from lca_core import StepResult
 from lca_core.callback import LCACallbackBase
 from lca_core.contract import integration
+from lca_core.dashboards import EpochSums
 
 from .tracker import Tracker, keras_backend
 
@@ -48,10 +48,11 @@ class LCACallback(LCACallbackBase, keras.callbacks.Callback):
         steps, epochs = self.params.get("steps"), self.params.get("epochs")
         if steps and epochs:
             self.tracker.expected_steps = steps * epochs
-        self._epoch: list[StepResult] = []
+        self._epoch = EpochSums(self.tracker.dashboard.metrics)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = []
+        assert self.tracker is not None
+        self._epoch = EpochSums(self.tracker.dashboard.metrics)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         assert self.tracker is not None
@@ -62,17 +63,14 @@ class LCACallback(LCACallbackBase, keras.callbacks.Callback):
         result = self.tracker.end()
         if result is None:
             return
-        self._epoch.append(result)
+        self._epoch.add(result, self.tracker.budget_used)
         if logs is not None:
-            logs["lca_residual"] = result.residual
-            logs["lca_pct_helped"] = result.pct_helped
+            logs["lca/residual"] = result.residual
+            logs["lca/pct_helped"] = result.pct_helped
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is None or not self._epoch:
-            return
-        logs["lca_residual"] = float(np.mean([abs(r.residual) for r in self._epoch]))
-        logs["lca_pct_helped"] = float(np.mean([r.pct_helped for r in self._epoch]))
-        logs["lca_sum"] = float(sum(r.lca.sum() for r in self._epoch))
+        if logs is not None:  # the same dict every later callback (History, …) reads
+            logs.update(self._epoch.values())
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._close()

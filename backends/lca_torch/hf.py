@@ -11,6 +11,8 @@ and gradient clipping are inside the step: the callback marks θ just before
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import torch
@@ -24,8 +26,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
 
 from lca_core.callback import LCACallbackBase
 from lca_core.contract import integration
+from lca_core.dashboards import log_targets
 
 from .tracker import Tracker
+
+LOG = logging.getLogger("lca")
 
 
 def model_loss(output: Any, target: Any) -> torch.Tensor:
@@ -44,15 +49,18 @@ class LCACallback(LCACallbackBase, TrainerCallback):
     """``Trainer(..., callbacks=[LCACallback(data, store)])``; ``data`` is a dataset of
     examples (collated with the trainer's collator), a DataLoader, or (inputs, targets).
 
-    Each step's residual and % helped go into the trainer's logs as ``lca/residual`` and
-    ``lca/pct_helped`` (``trainer.state.log_history``, and every callback listed after this
-    one). ``batch_size`` defaults to the trainer's ``per_device_eval_batch_size``.
+    Each allocated step's numbers (``lca/layer/<layer>``, …: docs/api.md) go where the
+    trainer's own logs go, at its global step: ``state.log_history`` (an entry of their own
+    per step) and what ``report_to`` names (``tensorboard``: a ``lca`` run beside the
+    trainer's, in ``TENSORBOARD_LOGGING_DIR`` or ``output_dir/runs/lca``; ``mlflow``: the
+    trainer's active run; ``wandb``: its run). ``batch_size`` defaults to the trainer's
+    ``per_device_eval_batch_size``.
 
     Args and errors: those of :class:`lca_core.callback.LCACallbackBase` (``data``,
     ``store``, ``loss_fn``, the common options and this framework's).
     """
 
-    _logged: int | None = None  # the step last written to the logs
+    _writer: Any = None  # the TensorBoard writer this callback opened, if any
 
     def _loader(self, batch_size: int, train_dataloader: Any) -> Any:
         """``data`` as fixed chunks: a dataset is collated with the trainer's collator."""
@@ -80,6 +88,13 @@ class LCACallback(LCACallbackBase, TrainerCallback):
             opts["optimizer"] = kwargs.get("optimizer")
             if opts["optimizer"] is None:
                 raise RuntimeError("optimizer=True: the trainer passed no optimizer to callbacks")
+        opts["log_to"] = [
+            *log_targets(opts["log_to"]),
+            *self._report_to(args),
+            lambda step, metrics: state.log_history.append(
+                {**metrics, "epoch": state.epoch, "step": step}
+            ),
+        ]
         self.tracker = Tracker(model, self.loss_fn or model_loss, data, **opts)
         if state.max_steps and state.max_steps > 0:
             self.tracker.expected_steps = state.max_steps
@@ -96,23 +111,39 @@ class LCACallback(LCACallbackBase, TrainerCallback):
         assert self.tracker is not None
         self.tracker.end()
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if self.last is None or logs is None or self.last.step == self._logged:
-            return  # each step's figures are logged once
-        self._logged = self.last.step
-        values = {"lca/residual": self.last.residual, "lca/pct_helped": self.last.pct_helped}
-        logs.update(values)
-        if state.log_history:
-            state.log_history[-1].update(values)
+    def _report_to(self, args: TrainingArguments) -> list[Any]:
+        """The dashboards ``report_to`` names, as the trainer's own callbacks set them up
+        (they start before this one)."""
+        names, out = set(args.report_to or ()), []
+        if "tensorboard" in names:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # as transformers does
+                from tensorboardX import SummaryWriter
+            logdir = os.getenv("TENSORBOARD_LOGGING_DIR") or os.path.join(
+                args.output_dir or ".", "runs", "lca"
+            )
+            self._writer = SummaryWriter(log_dir=logdir)
+            out.append(self._writer)
+        if "mlflow" in names:
+            import mlflow
+
+            if mlflow.active_run() is not None:
+                out.append(mlflow)
+            else:
+                LOG.warning("LCA: report_to names mlflow, but no MLflow run is active")
+        if "wandb" in names:
+            import wandb
+
+            if wandb.run is not None:
+                out.append(wandb.run)
+            else:
+                LOG.warning("LCA: report_to names wandb, but no W&B run is active")
+        return out
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._close()
+        if self._writer is not None:
+            self._writer.close()

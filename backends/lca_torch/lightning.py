@@ -15,6 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without lightnin
 
 from lca_core.callback import LCACallbackBase
 from lca_core.contract import integration
+from lca_core.dashboards import EpochSums, log_targets
 
 from .tracker import Tracker
 
@@ -24,8 +25,11 @@ class LCACallback(LCACallbackBase, Callback):
     """``Trainer(callbacks=[LCACallback((x, y), "run", loss_fn=nn.CrossEntropyLoss())])``.
 
     The module's ``forward`` and ``loss_fn(output, target)`` (default: the module's
-    ``loss_fn`` attribute) define the loss on the fixed evaluation set ``data``; each step's
-    residual and % helped are logged as ``lca/residual`` and ``lca/pct_helped``.
+    ``loss_fn`` attribute) define the loss on the fixed evaluation set ``data``. Each
+    allocated step's numbers (``lca/layer/<layer>``, …: docs/api.md) go to every logger of
+    the trainer (TensorBoardLogger, CSVLogger, MLFlowLogger, WandbLogger, …) at the
+    trainer's global step, every ``log_every``-th step; the epoch's sums go into
+    ``trainer.callback_metrics`` under the same names (for ``EarlyStopping`` and the like).
 
     Args and errors: those of :class:`lca_core.callback.LCACallbackBase` (``data``,
     ``store``, ``loss_fn``, the common options and this framework's).
@@ -48,7 +52,9 @@ class LCACallback(LCACallbackBase, Callback):
                     f"{len(trainer.optimizers)}; pass the one to split by: optimizer=..."
                 )
             opts["optimizer"] = trainer.optimizers[0]
+        opts["log_to"] = [*log_targets(opts["log_to"]), *trainer.loggers]
         self.tracker = Tracker(pl_module, loss_fn, self.data, **opts)
+        self._epoch = EpochSums(self.tracker.dashboard.metrics)
         steps = trainer.estimated_stepping_batches
         if isinstance(steps, int) and steps > 0:
             self.tracker.expected_steps = steps
@@ -74,8 +80,16 @@ class LCACallback(LCACallbackBase, Callback):
         self._in_step = False
         result = self.tracker.end()
         if result is not None:
-            pl_module.log("lca/residual", result.residual, on_step=True, on_epoch=False)
-            pl_module.log("lca/pct_helped", result.pct_helped, on_step=True, on_epoch=False)
+            self._epoch.add(result, self.tracker.budget_used)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.tracker is not None:
+            self._epoch = EpochSums(self.tracker.dashboard.metrics)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        values = self._epoch.values() if self.tracker is not None else {}
+        if values:  # the loggers have every step already: the epoch's sums are for callbacks
+            pl_module.log_dict(values, on_step=False, on_epoch=True, logger=False)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._close()

@@ -120,6 +120,12 @@ class CostMeter:
             return 0.0
         return max(time.perf_counter() - self._first - self.lca_seconds, 0.0)
 
+    @property
+    def ratio(self) -> float | None:
+        """LCA's seconds over training's so far (None before any training was timed)."""
+        training = self.training_seconds
+        return self.lca_seconds / training if training > 0 else None
+
     def forecast(
         self, steps_ahead: int | None, *, rule: str, subset: bool = False
     ) -> Forecast | None:

@@ -323,6 +323,12 @@ class RunningSummary:
             out["val"] = (self.val_first, self.val_residual)
         return out
 
+    def budget_used(self) -> float:
+        """|Σ r| / |ΔL| of the run so far (NaN before its first step)."""
+        if len(self.losses) < 2:
+            return float("nan")
+        return budget_used(float(np.sum(self.residuals)), self.losses[-1] - self.losses[0])
+
     def add(self, r: StepResult) -> None:
         self.losses.append(r.loss_after)
         self.residuals.append(r.residual)

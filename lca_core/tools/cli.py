@@ -1,4 +1,4 @@
-"""The ``lca`` command: ``info``, ``demo``, ``replay``, ``analyze``, ``report``."""
+"""The ``lca`` command: ``info``, ``demo``, ``replay``, ``analyze``, ``report``, ``export``."""
 
 from __future__ import annotations
 
@@ -157,6 +157,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a recorded run's numbers into TensorBoard and/or MLflow."""
+    from ..dashboards.export import to_mlflow, to_tensorboard
+    from ..storage.run import open_run
+
+    if not args.tensorboard and not args.mlflow:
+        raise LCAError("lca export: say where to: --tensorboard DIR and/or --mlflow")
+    run = open_run(args.run)
+    if args.tensorboard:
+        steps = to_tensorboard(run, args.tensorboard)
+        print(f"{steps} steps written to TensorBoard in {args.tensorboard}")
+    if args.mlflow:
+        run_id = to_mlflow(
+            run, tracking_uri=args.mlflow_uri, experiment=args.experiment, run_name=args.name
+        )
+        print(f"MLflow run {run_id} (experiment {args.experiment!r}) holds the run's steps")
+    return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard events in DIR")
+    parser.add_argument("--mlflow", action="store_true", help="log the steps as an MLflow run")
+    parser.add_argument(
+        "--mlflow-uri", help="MLflow tracking URI (default: MLflow's own, MLFLOW_TRACKING_URI)"
+    )
+    parser.add_argument("--experiment", default="lca", help="MLflow experiment (made if new)")
+    parser.add_argument("--name", help="MLflow run name (default: the run directory's name)")
+
+
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory")
     parser.add_argument(
@@ -308,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
             "write a self-contained HTML report of a run (figures, summary, captions)",
             cmd_report,
             _report_arguments,
+        ),
+        "export": (
+            "write a recorded run's per-step numbers into TensorBoard or MLflow",
+            cmd_export,
+            _export_arguments,
         ),
     }
     for name, (help_text, fn, add_arguments) in commands.items():

@@ -21,6 +21,7 @@ from lca_core import (
 from lca_core.contract import OPTIONS
 from tests.checks import assert_every_step_within_tol
 from tests.contract.integrations import FunctionSession, init_weights, installed, problem
+from tests.dashboards import assert_same, expected
 
 INTEGRATIONS = installed()
 IDS = [i.name for i in INTEGRATIONS]
@@ -350,3 +351,24 @@ def test_optimizer_splits_momentum_sgd_the_same_in_every_integration(integration
 def test_optimizer_true_is_for_callbacks_only(integration):
     with pytest.raises(TypeError, match="fit callbacks"):
         integration.session().tracker(optimizer=True)
+
+
+def test_log_to_gets_the_stored_numbers_under_the_same_names_in_every_integration(
+    integration, tmp_path
+):
+    session, logged = integration.session(), []
+    tracker = session.tracker(
+        tmp_path / "run",
+        every=2,
+        log_every=2,
+        val_data=problem(3),
+        log_to=lambda step, metrics: logged.append((step, metrics)),
+    )
+    session.train(tracker, 8)
+    tracker.close()
+    assert [step for step, _ in logged] == [4, 8]  # optimizer steps: every 2nd block of 2
+    stored = {tag: points[1::2] for tag, points in expected(tmp_path / "run").items()}
+    got = {tag: [(s, m[tag]) for s, m in logged] for tag in logged[0][1]}
+    assert_same(got, stored)
+    assert {"lca/layer/" + layer for layer in open_run(tmp_path / "run").layers} < set(got)
+    assert any(tag.startswith("lca/val/layer/") for tag in got)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lca_core import FunctionBackend, Splitter
+from lca_core import FunctionBackend, Splitter, Tracker
 from lca_core.backend_kit.numpy_models import MLP
 
 
@@ -79,7 +79,46 @@ class HeavyBall(Splitter):
         return {"momentum": momentum, "weight_decay": decay, "gradient": gradient}
 
 
-__all__ = ["MLP", "HeavyBall", "cubic", "digits_like", "linear", "logistic", "logistic_data", "sgd"]
+def momentum_run(opt, store=None, steps=6, after=lambda t: t, val=False, split=True, **options):
+    """A 16-8-4 tanh MLP on blobs trained by ``opt`` (a :class:`HeavyBall`), tracked with
+    ``options`` and split by the optimizer's parts unless ``split=False``; ``after`` may
+    change each step's result. Returns the allocated steps and the layout."""
+    x, y = digits_like(3, n=240)
+    mlp = MLP((16, 8, 4), activation="tanh")
+    theta = mlp.init(2)
+    backend = FunctionBackend(
+        mlp.loss_and_grad,
+        theta,
+        layout=mlp.layout,
+        data=(x, y),
+        val_data=digits_like(5, n=120) if val else None,
+    )
+    tracker = Tracker(backend, store, optimizer=opt if split else None, **options)
+    b = np.zeros_like(theta)
+    results = []
+    for i in range(steps):
+        rows = slice(40 * i % 240, 40 * i % 240 + 40)
+        grad = mlp.loss_and_grad(theta, x[rows], y[rows])[1]
+        new, b_new = opt.step(theta, grad, b)
+        new = after(new)
+        states = (b, b_new) if split else None
+        results.append(tracker.update(theta, new, opt_state=states))
+        theta, b = new, b_new
+    tracker.close()
+    return [r for r in results if r is not None], mlp.layout
+
+
+__all__ = [
+    "MLP",
+    "HeavyBall",
+    "cubic",
+    "digits_like",
+    "linear",
+    "logistic",
+    "logistic_data",
+    "momentum_run",
+    "sgd",
+]
 
 
 def with_validation(mlp: MLP, theta, x, y, n_train: int = 150) -> FunctionBackend:

@@ -14,6 +14,7 @@ from lca_core.engine.parts import part_deltas, part_layer_sums
 from lca_core.errors import AccuracyWarning
 from lca_core.layout import Layout
 from tests.core.models import HeavyBall, digits_like
+from tests.core.models import momentum_run as train
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=64)
 
@@ -37,31 +38,6 @@ def test_parts_sum_to_the_step_and_its_allocation(parts, gbar):
 def test_a_part_lca_does_not_have_is_refused():
     with pytest.raises(ValueError, match="nesterov"):
         part_deltas(np.zeros(2), {"nesterov": np.zeros(2)})
-
-
-def train(opt, store=None, steps=6, after=lambda t: t, val=False, **options):
-    x, y = digits_like(3, n=240)
-    mlp = MLP((16, 8, 4), activation="tanh")
-    theta = mlp.init(2)
-    backend = FunctionBackend(
-        mlp.loss_and_grad,
-        theta,
-        layout=mlp.layout,
-        data=(x, y),
-        val_data=digits_like(5, n=120) if val else None,
-    )
-    tracker = Tracker(backend, store, optimizer=opt, **options)
-    b = np.zeros_like(theta)
-    results = []
-    for i in range(steps):
-        rows = slice(40 * i % 240, 40 * i % 240 + 40)
-        grad = mlp.loss_and_grad(theta, x[rows], y[rows])[1]
-        new, b_new = opt.step(theta, grad, b)
-        new = after(new)
-        results.append(tracker.update(theta, new, opt_state=(b, b_new)))
-        theta, b = new, b_new
-    tracker.close()
-    return [r for r in results if r is not None], mlp.layout
 
 
 @pytest.mark.parametrize("opt", [HeavyBall(0.3, 0.9, 0.1, 1e-2), HeavyBall(0.3, 0.5)])

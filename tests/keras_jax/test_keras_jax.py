@@ -48,7 +48,9 @@ def test_fit_under_keras_jax_uses_the_jax_backend(digits, tmp_path):
     assert run.metadata["policy"]["framework"] == "jax"
     assert cb.summary().budget_used < 0.01
     assert_every_step_within_tol(run)
-    assert "lca_residual" in history.history
+    assert history.history["lca/layer/fc2"] == pytest.approx(
+        [run.layer_lca[:6, 1].sum(), run.layer_lca[6:, 1].sum()], rel=1e-9
+    )
     for a, b in zip(tracked.weights, plain.weights, strict=True):  # training unchanged
         np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
     assert "tensorflow" not in sys.modules

@@ -28,10 +28,21 @@ def test_fit_with_the_callback_allocates_every_step(digits, tmp_path):
     assert cb.summary().budget_used < 0.01 and cb.summary().loss_change < -0.3
     np.testing.assert_allclose(run.array("class_layer_lca").sum(1), run.layer_lca, atol=1e-9)
     assert run.layers == ["fc1", "fc2"]
-    assert {"lca_residual", "lca_pct_helped", "lca_sum"} <= set(history.history)
-    assert history.history["lca_sum"] == pytest.approx(
-        [run.layer_lca[:6].sum(), run.layer_lca[6:].sum()], rel=1e-6
+    epochs = [slice(0, 6), slice(6, 12)]  # the epoch logs: each epoch's sums
+    assert history.history["lca/sum_lca"] == pytest.approx(
+        [run.layer_lca[e].sum() for e in epochs], rel=1e-9
     )
+    for j, layer in enumerate(run.layers):
+        assert history.history[f"lca/layer/{layer}"] == pytest.approx(
+            [run.layer_lca[e, j].sum() for e in epochs], rel=1e-9
+        )
+        assert history.history[f"lca/val/layer/{layer}"] == pytest.approx(
+            [run.array("val_layer_lca")[e, j].sum() for e in epochs], rel=1e-9
+        )
+    assert history.history["lca/loss_change"] == pytest.approx(
+        [run.losses[6] - run.losses[0], run.losses[12] - run.losses[6]], rel=1e-9
+    )
+    assert history.history["lca/budget_used"][-1] == pytest.approx(cb.summary().budget_used)
     assert cb.tracker.backend.traces == 2  # train and validation set: once each, never again
     assert cb.tracker.expected_steps == 12  # from fit's steps × epochs, for the forecast
     assert cb.tracker.allocator.forecast.steps_ahead == 10
@@ -109,7 +120,7 @@ def test_logs_reach_keras_tensorboard(digits, tmp_path):
     for path in glob.glob(str(tmp_path / "tb" / "train" / "events*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
-    assert {"epoch_lca_residual", "epoch_lca_pct_helped"} <= tags
+    assert {"epoch_lca/residual", "epoch_lca/layer/fc1", "epoch_lca/budget_used"} <= tags
 
 
 def test_backend_is_found_by_name_and_by_model(digits):

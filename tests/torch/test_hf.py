@@ -10,6 +10,14 @@ from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 from transformers.trainer_utils import set_seed
 
 from lca_core import open_run
+from tests.dashboards import (
+    as_float32,
+    assert_same,
+    expected,
+    mlflow_metrics,
+    tensorboard_scalars,
+    wandb_history,
+)
 
 
 def tiny_gpt2():
@@ -26,7 +34,7 @@ def token_examples(n, seed):
     return [{"input_ids": torch.tensor(r), "labels": torch.tensor(r)} for r in ids]
 
 
-def train(tmp_path, callbacks, accumulate=1):
+def train(tmp_path, callbacks, accumulate=1, report_to=()):
     set_seed(0)
     model = tiny_gpt2()
     args = TrainingArguments(
@@ -37,7 +45,7 @@ def train(tmp_path, callbacks, accumulate=1):
         max_steps=6,
         learning_rate=3e-3,
         logging_steps=1,
-        report_to=[],
+        report_to=list(report_to),
         save_strategy="no",
         use_cpu=True,
         seed=0,
@@ -68,7 +76,31 @@ def test_trainer_train_with_the_callback_adds_up(tmp_path, accumulate):
         final = model(**batch, labels=batch["input_ids"]).loss.item()
     assert run.losses[-1] == pytest.approx(final, rel=1e-5)
     logged = [h for h in trainer.state.log_history if "lca/residual" in h]
-    assert len(logged) == 6 and all("lca/pct_helped" in h for h in logged)
+    assert [h["step"] for h in logged] == list(range(1, 7))
+    assert_same(
+        {t: [(h["step"], h[t]) for h in logged] for t in logged[0] if t.startswith("lca/")},
+        expected(tmp_path / "run"),
+    )
+
+
+def test_what_report_to_names_gets_every_step(tmp_path, monkeypatch):
+    import mlflow
+    import wandb
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    callback = LCACallback(token_examples(40, 2), tmp_path / "run", log_every=2)
+    train(tmp_path, [callback], report_to=["tensorboard", "mlflow", "wandb"])
+    wandb.finish()  # the trainer leaves its run open
+    want = {t: v[1::2] for t, v in expected(tmp_path / "run").items()}  # steps 2, 4, 6
+    assert_same(tensorboard_scalars(tmp_path / "hf" / "runs" / "lca"), as_float32(want))
+    client = mlflow.MlflowClient(uri)
+    (hf_run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert_same(mlflow_metrics(client, hf_run.info.run_id), want)
+    assert_same(wandb_history(tmp_path), want)
 
 
 def test_the_callback_does_not_change_training(tmp_path):

@@ -51,7 +51,9 @@ def test_one_optimizer_step_is_one_lca_step(digits, tmp_path, accumulate):
     assert callback.summary().budget_used < 0.01
     assert run.layers == ["net.fc1", "net.fc2", "net.fc3"]
     assert_every_step_within_tol(run)
-    assert "lca/residual" in trainer.callback_metrics
+    assert float(trainer.callback_metrics["lca/sum_lca"]) == pytest.approx(
+        run.layer_lca.sum(), rel=1e-6
+    )  # the epoch's sums (one epoch)
 
 
 def test_the_0_1_argument_order_still_works_with_a_warning(digits):
