@@ -84,12 +84,16 @@ def mlflow_metrics(client: Any, run_id: str, prefix: str = "lca/") -> dict:
 
 
 def wandb_records(directory: Any) -> list[Any]:
-    """The records of the W&B offline run under ``directory``: its ``run-<id>.wandb`` file
-    (a LevelDB-format log of W&B's own protobuf records), parsed with W&B's classes. W&B
-    has no reader of local runs (wandb/wandb#1308), so the framing is read here."""
+    """The records of the W&B offline run in ``directory`` (the run's own, or one with a
+    ``wandb/offline-run-*`` in it): its ``run-<id>.wandb`` file (a LevelDB-format log of
+    W&B's own protobuf records), parsed with W&B's classes. W&B has no reader of local
+    runs (wandb/wandb#1308), so the framing is read here."""
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = glob.glob(os.path.join(os.fspath(directory), "wandb", "offline-run-*", "*.wandb"))
+    where = os.fspath(directory)
+    (path,) = glob.glob(os.path.join(where, "*.wandb")) or glob.glob(
+        os.path.join(where, "wandb", "offline-run-*", "*.wandb")
+    )
     with open(path, "rb") as f:
         data = f.read()
     assert data[:4] == b":W&B", "not a W&B transaction log"

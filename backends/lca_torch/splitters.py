@@ -32,7 +32,7 @@ SPLITTERS = SplitterRegistry(
 
 def _host(t: torch.Tensor | None) -> np.ndarray | None:
     """A float64 host copy (never a view: the optimizer updates its state in place)."""
-    return None if t is None else np.array(t.detach().to("cpu", torch.float64), copy=True).ravel()
+    return None if t is None else t.detach().to("cpu", torch.float64, copy=True).numpy().ravel()
 
 
 def _value(x: Any) -> float:

@@ -89,18 +89,19 @@ def test_what_report_to_names_gets_every_step(tmp_path, monkeypatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # the trainer keeps a URI set before (by an earlier test)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     callback = LCACallback(token_examples(40, 2), tmp_path / "run", log_every=2)
     train(tmp_path, [callback], report_to=["tensorboard", "mlflow", "wandb"])
+    run_dir = wandb.run.settings.sync_dir
     wandb.finish()  # the trainer leaves its run open
     want = {t: v[1::2] for t, v in expected(tmp_path / "run").items()}  # steps 2, 4, 6
     assert_same(tensorboard_scalars(tmp_path / "hf" / "runs" / "lca"), as_float32(want))
     client = mlflow.MlflowClient(uri)
     (hf_run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert_same(mlflow_metrics(client, hf_run.info.run_id), want)
-    assert_same(wandb_history(tmp_path), want)
+    assert_same(wandb_history(run_dir), want)
 
 
 def test_the_callback_does_not_change_training(tmp_path):
