@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import struct
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -83,17 +84,29 @@ def mlflow_metrics(client: Any, run_id: str, prefix: str = "lca/") -> dict:
     return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
 
 
-def wandb_records(directory: Any) -> list[Any]:
+def wandb_records(directory: Any, timeout: float = 60.0) -> list[Any]:
     """The records of the W&B offline run in ``directory`` (the run's own, or one with a
-    ``wandb/offline-run-*`` in it): its ``run-<id>.wandb`` file (a LevelDB-format log of
-    W&B's own protobuf records), parsed with W&B's classes. W&B has no reader of local
-    runs (wandb/wandb#1308), so the framing is read here."""
-    from wandb.proto import wandb_internal_pb2
-
+    ``wandb/offline-run-*`` in it), once W&B has written its last (``exit``): W&B's
+    service writes the run's file behind ``run.finish()``, so a busy machine may read it
+    early. The file, ``run-<id>.wandb``, is a LevelDB-format log of W&B's own protobuf
+    records, parsed with W&B's classes; W&B has no reader of local runs
+    (wandb/wandb#1308), so the framing is read here."""
     where = os.fspath(directory)
     (path,) = glob.glob(os.path.join(where, "*.wandb")) or glob.glob(
         os.path.join(where, "wandb", "offline-run-*", "*.wandb")
     )
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _wandb_log(path)
+        kinds = {r.WhichOneof("record_type") for r in records}
+        if "exit" in kinds or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _wandb_log(path: str) -> list[Any]:
+    from wandb.proto import wandb_internal_pb2
+
     with open(path, "rb") as f:
         data = f.read()
     assert data[:4] == b":W&B", "not a W&B transaction log"
@@ -103,6 +116,8 @@ def wandb_records(directory: Any) -> list[Any]:
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if pos + 7 + length > len(data):  # being written: read again later
+            break
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last piece of one
