@@ -54,7 +54,6 @@ class LCACallback(LCACallbackBase, Callback):
             opts["optimizer"] = trainer.optimizers[0]
         opts["log_to"] = [*log_targets(opts["log_to"]), *trainer.loggers]
         self.tracker = Tracker(pl_module, loss_fn, self.data, **opts)
-        self._epoch = EpochSums(self.tracker.dashboard.metrics)
         steps = trainer.estimated_stepping_batches
         if isinstance(steps, int) and steps > 0:
             self.tracker.expected_steps = steps
@@ -83,12 +82,12 @@ class LCACallback(LCACallbackBase, Callback):
             self._epoch.add(result, self.tracker.budget_used)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.tracker is not None:
-            self._epoch = EpochSums(self.tracker.dashboard.metrics)
+        assert self.tracker is not None
+        self._epoch = EpochSums(self.tracker.dashboard.metrics)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        values = self._epoch.values() if self.tracker is not None else {}
-        if values:  # the loggers have every step already: the epoch's sums are for callbacks
+        # the loggers have every step already: the epoch's sums are for callbacks
+        if values := self._epoch.values():
             pl_module.log_dict(values, on_step=False, on_epoch=True, logger=False)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
