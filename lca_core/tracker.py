@@ -88,11 +88,8 @@ class Tracker:
         if opts["eval_subset"] is not None:
             backend.use_subset(opts["eval_subset"])
         if not backend.writes:  # another process of the job writes the run
-            opts = {
-                **opts,
-                **{"store": None, "resume": False, "overwrite": False, "progress": False},
-                **{"log_to": None, "alerts": False, "on_alert": None},
-            }
+            quiet = {"store": None, "resume": False, "overwrite": False, "progress": False}
+            opts = {**opts, **quiet, "log_to": None, "alerts": False, "on_alert": None}
         self.backend = backend
         self.options = opts
         self.every = int(opts["every"])

@@ -48,7 +48,6 @@ class LCACallback(LCACallbackBase, keras.callbacks.Callback):
         steps, epochs = self.params.get("steps"), self.params.get("epochs")
         if steps and epochs:
             self.tracker.expected_steps = steps * epochs
-        self._epoch = EpochSums(self.tracker.dashboard.metrics)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         assert self.tracker is not None
@@ -63,14 +62,15 @@ class LCACallback(LCACallbackBase, keras.callbacks.Callback):
         result = self.tracker.end()
         if result is None:
             return
-        self._epoch.add(result, self.tracker.budget_used)
+        self._epoch.add(result)
         if logs is not None:
             logs["lca/residual"] = result.residual
             logs["lca/pct_helped"] = result.pct_helped
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:  # the same dict every later callback (History, …) reads
-            logs.update(self._epoch.values())
+            assert self.tracker is not None
+            logs.update(self._epoch.values(self.tracker.budget_used))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._close()

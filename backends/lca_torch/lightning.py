@@ -79,7 +79,7 @@ class LCACallback(LCACallbackBase, Callback):
         self._in_step = False
         result = self.tracker.end()
         if result is not None:
-            self._epoch.add(result, self.tracker.budget_used)
+            self._epoch.add(result)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         assert self.tracker is not None
@@ -87,7 +87,8 @@ class LCACallback(LCACallbackBase, Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # the loggers have every step already: the epoch's sums are for callbacks
-        if values := self._epoch.values():
+        assert self.tracker is not None
+        if values := self._epoch.values(self.tracker.budget_used):
             pl_module.log_dict(values, on_step=False, on_epoch=True, logger=False)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -23,7 +23,7 @@ def run_metrics(run: Run) -> Iterator[tuple[int, dict[str, float]]]:
     if not run.has("residuals"):
         raise LCAError(f"{run.path} is a record-only run: replay it, then export its steps")
     metrics = Metrics(run.layers, run.parts)
-    losses, residuals = run.losses, run.residuals
+    losses, residuals, steps = run.losses, run.residuals, run.step_index
     optional = {
         name: run.array(name) if run.has(name) else None
         for name in ("layer_lca_stderr", "val_layer_lca", "part_layer_lca")
@@ -31,7 +31,7 @@ def run_metrics(run: Run) -> Iterator[tuple[int, dict[str, float]]]:
     sums = np.cumsum(residuals)
     for t, (row, counts) in enumerate(zip(run.layer_lca, run.layer_counts, strict=True)):
         yield (
-            int(run.step_index[t]) + 1,
+            int(steps[t]) + 1,
             metrics.values(
                 loss_change=losses[t + 1] - losses[t],
                 sum_lca=float(np.sum(row)),

@@ -96,7 +96,8 @@ class Metrics:
 class EpochSums:
     """The steps of an epoch summed, for a fit loop's epoch logs: loss change, Σ LCA,
     residual and every per-layer number add up; ``budget_used`` is the run's at the
-    epoch's end and ``pct_helped`` the share over the epoch's (parameter, step) pairs.
+    epoch's end (given to :meth:`values`) and ``pct_helped`` the share over the epoch's
+    (parameter, step) pairs.
 
     A layer's standard error sums too: a fixed subset's steps share their examples, so
     their errors can be correlated up to fully, and Σ_t se_t bounds the sum's."""
@@ -109,18 +110,17 @@ class EpochSums:
         self.steps = 0
         self._scalars = np.zeros(2)  # loss change, residual
         self._rows: dict[str, np.ndarray] = {}
-        self._budget_used = float("nan")
 
-    def add(self, result: StepResult, budget_used: float) -> None:
+    def add(self, result: StepResult) -> None:
         self.steps += 1
         self._scalars += (result.loss_after - result.loss_before, result.residual)
         for name in self._ROWS:
             if (row := getattr(result, name)) is not None:
                 self._rows[name] = self._rows.get(name, 0) + row
-        self._budget_used = budget_used
 
-    def values(self) -> dict[str, float]:
-        """The epoch's numbers (empty when no step of it was allocated)."""
+    def values(self, budget_used: float) -> dict[str, float]:
+        """The epoch's numbers, with the run's ``budget_used`` now (empty when no step of
+        the epoch was allocated)."""
         if not self.steps:
             return {}
         rows = self._rows
@@ -128,7 +128,7 @@ class EpochSums:
             loss_change=self._scalars[0],
             sum_lca=float(np.sum(rows["layer_lca"])),
             residual=self._scalars[1],
-            budget_used=self._budget_used,
+            budget_used=budget_used,
             pct_helped=shares(rows["layer_counts"])[0],
             layer_lca=rows["layer_lca"],
             layer_lca_stderr=rows.get("layer_lca_stderr"),

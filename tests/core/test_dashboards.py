@@ -117,8 +117,8 @@ def test_an_epochs_numbers_are_the_sums_of_its_steps(steps, seed):
     results = [_result(rng, t, parts=True) for t in range(steps)]
     per_step = [metrics.of_step(r, 0.0) for r in results]
     for r in results:
-        epoch.add(r, budget_used=0.25)
-    got = epoch.values()
+        epoch.add(r)
+    got = epoch.values(budget_used=0.25)
     assert set(got) == set(per_step[0])
     assert "lca/layer/d_e" in got  # a name no dashboard takes is made one
     for tag in set(got) - {"lca/budget_used", "lca/pct_helped"}:
@@ -126,7 +126,7 @@ def test_an_epochs_numbers_are_the_sums_of_its_steps(steps, seed):
     counts = np.sum([r.layer_counts for r in results], axis=0).sum(axis=0)
     assert got["lca/pct_helped"] == pytest.approx(100 * counts[0] / counts.sum())
     assert got["lca/budget_used"] == 0.25
-    assert EpochSums(metrics).values() == {}
+    assert EpochSums(metrics).values(budget_used=0.25) == {}
 
 
 def test_a_failing_dashboard_is_reported_once_and_costs_nothing_else(tmp_path, caplog):
