@@ -18,6 +18,7 @@ BENCHMARKS = {
     "torch": "bench_torch",
     "parts": "bench_parts",
     "dashboards": "bench_dashboards",
+    "leave_on": "bench_leave_on",
     "jax": "bench_jax",
     "tensorflow": "bench_tensorflow",
     "memory": "bench_scale:run_memory",

@@ -23,7 +23,8 @@ from .engine.cost import CostMeter, Forecast
 from .engine.evaluator import step_evaluator
 from .engine.parts import PARTS, part_deltas
 from .engine.quadrature import RunBudget, accepted
-from .engine.step import StepResult, group_allocations, step_result
+from .engine.resampled import RunCheck, resampled_options
+from .engine.step import SharedEnds, StepResult, group_allocations, step_result
 from .engine.summary import RunningSummary, Summary
 from .errors import AccuracyWarning, UnknownOptionError
 from .layout import unit_roundoff
@@ -100,6 +101,9 @@ class Allocator:
         self.check_determinism = check_determinism
         #: a subset's random groups (``eval_subset``): evaluated grouped, for error bars
         self.subset = backend.subset
+        #: with ``resample``: how the fresh subsets lie along the trajectory, else None
+        self.resample: str | None = (self.subset or {}).get("resample")
+        self.options = options = resampled_options(self.resample, options)
         self.evaluate = step_evaluator(
             backend,
             validation=validation,
@@ -124,7 +128,10 @@ class Allocator:
             self.parts = PARTS
             self.config.update(parts=list(PARTS), optimizer=str(split_by))
         self.running = RunningSummary(
-            self.layout.layers, options.budget, splits=2 if validation else 1
+            self.layout.layers,
+            options.budget,
+            splits=2 if validation else 1,
+            resampled=self.resample,
         )
         #: the losses' relative rounding: no residual is refined below it (the acceptance
         #: rule's floor, from the parameters' dtype)
@@ -140,6 +147,12 @@ class Allocator:
         # a job's processes continue where the writer does
         self._step, self.running = backend.from_writer((self._step, self.running))
         self._point: _Point | None = None
+        #: a shared design's last end: its group parts, for the next step's covariance
+        self._shared_end: np.ndarray | None = None
+        self._drawn: int | None = None  # the draw of the subset the backend evaluates now
+        #: with ``resample``: the full set's loss at the run's first point and last
+        self.check = RunCheck.of(self.recorder.run_check if self.recorder else None)
+        self.check = backend.from_writer(self.check)
         self.cost = CostMeter()
         #: tracked steps the whole run will have, when the trainer knows (for the forecast)
         self.expected_steps: int | None = None
@@ -172,6 +185,13 @@ class Allocator:
         evals: dict[str, Evaluation] = {}
         if not self.options.record_only:
             where = f"θ_{self._step}"
+            if self.resample is not None:
+                self.backend.draw_subset(self._step)
+                self._drawn = self._step
+                if self.check.first is None:
+                    self.check.first = self._full_loss(theta, snap.state, where)
+                    if self.recorder is not None:
+                        self.recorder.note(run_check=self.check.to_dict())
             evals = self.evaluate.point(
                 theta, snap.state, where, check_determinism=self.check_determinism
             )
@@ -212,6 +232,7 @@ class Allocator:
                 self._steps_ahead(),
                 rule=self.options.rule,
                 subset=self.subset is not None,
+                resampled=self.resample is not None,
             )
         return result
 
@@ -269,6 +290,8 @@ class Allocator:
         """Whether a step allocated elsewhere meets the acceptance rule here, with the run
         so far (each split's end loss is the one its residual was measured against)."""
         assert self._point is not None
+        if self.resample == "shared":  # not judged step by step: the run's check judges it
+            return True
         budget = self._budget()
         changes = result.layer_change or {}
         ends = {"train": (result.residual, result.layer_lca)}
@@ -286,6 +309,16 @@ class Allocator:
         """What the run's budget asks of the next step, given the steps so far."""
         return RunBudget(self.options.budget * BUDGET_SHARE, self.running.so_far())
 
+    def _needs_last_check(self) -> bool:
+        """A resampled run whose last point's full-set loss is not yet known."""
+        point, last = self._point, self.check.last
+        evaluated = point is not None and bool(point.evals)
+        return self.resample is not None and evaluated and (last is None or last[0] != self._step)
+
+    def _full_loss(self, theta: np.ndarray, state: Any, where: str) -> tuple[int, float]:
+        """The whole training set's loss at a point (``resample``'s run check)."""
+        return self._step, self.evaluate.loss(theta, state, "full", f"{where} (the full set)")
+
     def _allocate(
         self,
         new: Snapshot,
@@ -295,6 +328,16 @@ class Allocator:
     ) -> tuple[StepResult, dict[str, Evaluation]]:
         assert self._point is not None
         prev, opts = self._point, self.options
+        if self.resample == "paired" and self._drawn != self._step:
+            # this step's own subset, at both of its ends: θ_t evaluated on it again
+            self.backend.draw_subset(self._step)
+            self._drawn = self._step
+            where = f"θ_{self._step} (step {self._step}'s subset)"
+            (train,) = self.evaluate([prev.theta], prev.snapshot.state, "train", where)
+            prev = _Point(prev.snapshot, prev.theta, {**prev.evals, "train": train})
+        elif self.resample == "shared":  # θ_{t+1}'s subset, the end of this step
+            self.backend.draw_subset(self._step + 1)
+            self._drawn = self._step + 1
         delta = theta1 - prev.theta
         deltas = None if parts is None else part_deltas(delta, parts)
         integral = self.evaluate.path_integral(
@@ -306,12 +349,12 @@ class Allocator:
             prev.snapshot.state,
             self._step,
             tol=opts.tol,
-            max_panels=opts.max_panels,
+            max_panels=1 if self.resample == "shared" else opts.max_panels,
             parts=group_allocations(self.layout, delta if deltas is None else deltas)
             if self.subset
             else None,
             floor=self.rounding,
-            budget=self._budget() if self.guard_budget else None,
+            budget=self._budget() if self.guard_budget and self.resample is None else None,
             layers=self.layout.reduce_by_layer,
         )
         evals1, drift = integral.end, 0.0
@@ -319,6 +362,12 @@ class Allocator:
             evals1 = self.evaluate.point(theta1, new.state, f"θ_{self._step + 1}")
             drift = evals1["train"].loss - integral.end["train"].loss
         step = self._step if step_index is None else int(step_index)
+        shared = None
+        if self.resample == "shared":
+            assert self.subset is not None
+            shared = SharedEnds.of(integral, self.subset, self._shared_end)
+            self._shared_end = shared.end
+            integral.accepted = True  # judged by the run's check, not step by step
         result = step_result(
             step,
             self.layout,
@@ -331,6 +380,7 @@ class Allocator:
             subset=self.subset,
             deltas=deltas,
             keep_parts=opts.store_params,
+            shared=shared,
         )
         return result, evals1
 
@@ -354,7 +404,11 @@ class Allocator:
         """Loss change vs Σ LCA, budget used, unconverged steps, % helped, per-layer totals."""
         recorded = self._step if self.options.record_only else 0
         return self.running.summary(
-            self.gradient_passes, recorded, self.cost.lca_seconds, self.cost.training_seconds
+            self.gradient_passes,
+            recorded,
+            self.cost.lca_seconds,
+            self.cost.training_seconds,
+            check=self.check if self.resample is not None else None,
         )
 
     def flush(self) -> None:
@@ -363,10 +417,19 @@ class Allocator:
 
     def close(self) -> Summary:
         """Flush the store and return the summary; with ``strict=True`` raise if the
-        cumulative residual is over budget (after the data is safely written)."""
+        cumulative residual is over budget (after the data is safely written). A
+        resampled run first evaluates the full set's loss at its last point: the run's
+        check."""
+        if self._needs_last_check():
+            assert self._point is not None
+            with self.cost.measure():
+                self.check.last = self._full_loss(
+                    self._point.theta, self._point.snapshot.state, f"θ_{self._step}"
+                )
         summary = self.summary()
         if self.recorder is not None:
             self.recorder.close(
+                run_check=self.check.to_dict(),
                 gradient_passes=self.gradient_passes,
                 lca_seconds=summary.lca_seconds,
                 training_seconds=summary.training_seconds,

@@ -83,6 +83,13 @@ class Options:
         "every per-layer LCA gets a standard error (layer_lca_stderr)",
         part="tracker",
     )
+    resample: bool | str = _option(
+        False,
+        "with eval_subset: a fresh subset at every point — True or 'shared' (one pass per "
+        "step, trapezoid), 'paired' (two, refined as usual); the run is checked against the "
+        "full set's loss at its ends",
+        part="tracker",
+    )
     per_class: bool = _option(
         False, "also allocate the loss of each class (integer labels)", stored=True
     )
@@ -202,3 +209,18 @@ def _checked(f: Field[Any], value: Any) -> Any:
     if not ok:
         raise ValueError(f"the option {f.name!r} is {value!r}, which no run can have")
     return value
+
+
+def resample_design(resample: bool | str, eval_subset: int | float | None) -> str | None:
+    """The ``resample`` option as the backend's design: None, "shared" (True) or
+    "paired"; refused without ``eval_subset``, which it draws afresh at every point."""
+    if resample not in (False, True, "shared", "paired"):
+        raise ValueError(f"resample must be False, True ('shared') or 'paired', not {resample!r}")
+    if resample is False:
+        return None
+    if eval_subset is None:
+        raise ValueError(
+            "resample= draws a fresh eval_subset at every point: give eval_subset=n too "
+            "(e.g. eval_subset=128, resample=True)"
+        )
+    return "shared" if resample is True else str(resample)

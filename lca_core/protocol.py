@@ -105,13 +105,30 @@ class Backend(Protocol):
         ...
 
     # -- optional capabilities, with their defaults ---------------------------------------
-    def use_subset(self, size: int | float, seed: int = 0, groups: int = 16) -> None:
+    def use_subset(
+        self, size: int | float, seed: int = 0, groups: int = 16, resample: str | None = None
+    ) -> None:
         """Evaluate a seeded, class-stratified subset of the training set from now on
-        (``eval_subset``); a backend that cannot refuses."""
+        (``eval_subset``; with ``resample``, a fresh one at each point through
+        ``draw_subset``); a backend that cannot refuses."""
         raise ValueError(
             f"eval_subset needs a backend that can evaluate a subset; {type(self).__name__} "
             "cannot (build it on lca_core.backend_kit.base.BackendBase)"
         )
+
+    def draw_subset(self, draw: int) -> None:
+        """With ``use_subset(..., resample=...)``: evaluate the subset of draw number
+        ``draw`` (seeded by it) from now on, and the whole training set as split "full"."""
+        raise ValueError(
+            f"resample needs a backend that can draw subsets; {type(self).__name__} cannot "
+            "(build it on lca_core.backend_kit.base.BackendBase)"
+        )
+
+    def evaluate_loss(self, theta: np.ndarray, *, state: Any = None, split: str = "train") -> float:
+        """The loss alone at θ, without its gradient: all a resampled run's check needs of
+        the full set (``split="full"``). By default a gradient pass's loss; a backend
+        that can evaluate the loss in a forward pass alone overrides it."""
+        return self.evaluate([theta], state=state, split=split)[0].loss
 
     def from_writer(self, value: Any) -> Any:
         """The writing process's ``value``, in every process of a data-parallel job (a
@@ -140,4 +157,12 @@ def check_backend(backend: Any) -> Backend:
     return backend
 
 
-_OPTIONAL = ("subset", "writes", "use_subset", "from_writer", "examples")
+_OPTIONAL = (
+    "subset",
+    "writes",
+    "use_subset",
+    "draw_subset",
+    "evaluate_loss",
+    "from_writer",
+    "examples",
+)

@@ -32,7 +32,7 @@ from .engine.step import StepResult
 from .engine.summary import Summary
 from .errors import AccuracyWarning, UnsupportedOptimizerError
 from .layout import unit_roundoff
-from .options import Options
+from .options import Options, resample_design
 from .protocol import Backend, Snapshot, check_backend
 
 
@@ -85,8 +85,9 @@ class Tracker:
 
     def _setup(self, backend: Backend, opts: dict[str, Any]) -> None:
         check_backend(backend)
+        design = resample_design(opts["resample"], opts["eval_subset"])
         if opts["eval_subset"] is not None:
-            backend.use_subset(opts["eval_subset"])
+            backend.use_subset(opts["eval_subset"], resample=design)
         if not backend.writes:  # another process of the job writes the run
             quiet = {"store": None, "resume": False, "overwrite": False, "progress": False}
             opts = {**opts, **quiet, "log_to": None, "alerts": False, "on_alert": None}

@@ -101,7 +101,7 @@ def _kahan(total: jax.Array, comp: jax.Array, value: jax.Array) -> tuple[jax.Arr
     return t, (t - total) - y
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "structure", "groups"))
+@partial(jax.jit, static_argnames=("loss_fn", "structure", "groups", "stacked"))
 def full_pass(
     thetas: jax.Array,
     xs: Any,
@@ -112,10 +112,14 @@ def full_pass(
     loss_fn: LossFn,
     structure: Structure,
     groups: int,
+    stacked: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Loss and gradient of Σ_i w_i·ℓ_i, per group of chunks, at each row of ``thetas``.
 
     Shapes: thetas (n, K); xs, ys (chunks, B, ...); ws (chunks, B); group (chunks,).
+    ``stacked``: every group holds the same number of chunks, in group order (a subset's
+    random groups): the groups are then evaluated together (vmap), each scanning its own
+    chunks, not one after another.
     Returns losses (n, groups) and gradients (n, groups, K), summed in the parameters' dtype
     but at least float32 (bfloat16's 8 bits would round every addition, and the weights).
     """
@@ -154,10 +158,27 @@ def full_pass(
                 grad_c.at[g].set(gc_new),
             ), None
 
+        def one_group(xg: Any, yg: Any, wg: jax.Array) -> tuple[jax.Array, jax.Array]:
+            def add(carry: Any, chunk: Any) -> tuple[Any, None]:
+                loss_sum, loss_c, grad_sum, grad_c = carry
+                loss, grad = value_and_grad(flat, *chunk)
+                return (*_kahan(loss_sum, loss_c, loss), *_kahan(grad_sum, grad_c, grad)), None
+
+            start = (jnp.zeros((), acc), jnp.zeros((), acc), jnp.zeros(k, acc), jnp.zeros(k, acc))
+            (loss_sum, _, grad_sum, _), _ = jax.lax.scan(add, start, (xg, yg, wg))
+            return loss_sum, grad_sum
+
+        if stacked:
+            return jax.vmap(one_group)(*(_by_group(a, groups) for a in (xs, ys, ws)))
         (loss_sum, _, grad_sum, _), _ = jax.lax.scan(body, zeros, (xs, ys, ws, group))
         return loss_sum, grad_sum
 
     return jax.vmap(one_point)(thetas)
+
+
+def _by_group(tree: Any, groups: int) -> Any:
+    """(chunks, ...) arrays as (groups, chunks per group, ...)."""
+    return jax.tree_util.tree_map(lambda a: a.reshape(groups, -1, *a.shape[1:]), tree)
 
 
 class Chunks(NamedTuple):
@@ -168,6 +189,8 @@ class Chunks(NamedTuple):
     ws: jax.Array
     group: jax.Array
     groups: int
+    #: every group holds the same number of chunks (see :func:`full_pass`)
+    stacked: bool = False
 
 
 def global_array(a: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -190,8 +213,14 @@ def make_chunks(padded: PaddedChunks, where: NamedSharding | jax.Device) -> Chun
         replicated = partial(global_array, sharding=every)
     else:
         put = replicated = partial(jax.device_put, device=where)
+    counts = np.bincount(padded.group, minlength=padded.groups)
     return Chunks(
-        put(padded.xs), put(padded.ys), put(padded.ws), replicated(padded.group), padded.groups
+        put(padded.xs),
+        put(padded.ys),
+        put(padded.ws),
+        replicated(padded.group),
+        padded.groups,
+        bool(padded.groups > 1 and (counts == counts[0]).all()),
     )
 
 
@@ -319,6 +348,11 @@ class JaxBackend(BackendBase):
             self._chunks[key] = make_chunks(padded, self._where)
         return self._chunks[key]
 
+    def subset_changed(self) -> None:
+        """A new subset (``resample``): its chunks are padded and put on the device anew
+        (the same shapes at every draw, so the compiled pass is reused)."""
+        self._chunks = {k: c for k, c in self._chunks.items() if k[0] != "train"}
+
     # -- protocol -------------------------------------------------------------------------
     def from_writer(self, value: Any) -> Any:
         if jax.process_count() == 1:
@@ -390,6 +424,7 @@ class JaxBackend(BackendBase):
                 loss_fn=self.loss_fn,
                 structure=self.structure,
                 groups=c.groups,
+                stacked=c.stacked,
             )
             return host(losses), host(grads)
         except jax.errors.JaxRuntimeError as exc:

@@ -125,6 +125,11 @@ class TFBackend(BackendBase):
         return self._chunks[key]
 
     # -- the compiled pass -----------------------------------------------------------------
+    def subset_changed(self) -> None:
+        """A new subset (``resample``): its chunks are made anew, in the same shapes, so
+        the traced pass is reused."""
+        self._chunks = {k: c for k, c in self._chunks.items() if k[0] != "train"}
+
     def _pass_fn(
         self, thetas: tf.Tensor, state: tuple[tf.Tensor, ...], *chunks: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:

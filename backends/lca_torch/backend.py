@@ -8,6 +8,8 @@ Losses and gradients are accumulated over fixed evaluation chunks in float64.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import repeat
@@ -33,9 +35,12 @@ from .evaluation_sets import (
     length,
     load_set,
     split_by_group,
+    stack_groups,
     total_of,
 )
 from .places import Places
+
+logger = logging.getLogger("lca")
 
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 #: the parameters as leaves: (the one vector they view, or None when dtypes differ; by name)
@@ -175,6 +180,14 @@ class TorchBackend(BackendBase):
         }
         self.hold_sets(sets, labels_of(sets["train"]), num_classes)
         self._by_class: dict[str, list[Chunks]] = {}
+        #: a subset's groups stacked for one vectorized pass (None: groups of unequal size)
+        self._stacked: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
+        #: whether the model runs under torch.func.vmap (found at its first grouped pass)
+        self._vmap_works: bool | None = None
+        #: seconds of a grouped pass each way, timed on the first ones ("auto")
+        self._group_seconds: dict[str, float] = {}
+        self._vmap_warm = False
+        self._whole: tuple[torch.Tensor, torch.Tensor] | None = None
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}
         self._dtype = dtypes.pop() if len(dtypes) == 1 else None
@@ -242,9 +255,17 @@ class TorchBackend(BackendBase):
         if isinstance(chunks[0][0], Mapping):  # dict batches: every tensor indexed alike
             xs = {k: torch.cat([c[0][k] for c in chunks])[at] for k in chunks[0][0]}
             return [({k: v[i : i + b] for k, v in xs.items()}, None) for i in range(0, len(at), b)]
-        x = torch.cat([c[0] for c in chunks])[at]
-        y = torch.cat([c[1] for c in chunks])[at]
+        if split != "full" or self._whole is None:  # the whole set, joined once for its draws
+            joined = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+            self._whole = joined if split == "full" else None
+        else:
+            joined = self._whole
+        x, y = joined[0][at], joined[1][at]
         return [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
+
+    def subset_changed(self) -> None:
+        self._by_class.pop("train", None)
+        self._stacked.pop("train", None)
 
     # -- protocol -------------------------------------------------------------------------
     def from_writer(self, value: Any) -> Any:
@@ -261,7 +282,28 @@ class TorchBackend(BackendBase):
             "device": str(self.device),
             "processes": self._shards.world,
             "dropout": "off",
+            "groups": None if self.subset is None else self.group_evaluation,
         }
+
+    #: how a subset's groups are evaluated: "vectorized" (one torch.func.vmap call),
+    #: "loop" (one pass per group), or "auto": each way timed on the first grouped passes
+    #: (both give the same sums, to rounding), the faster kept — vmap pays on small
+    #: dense models; on convolutions with pooling its batching rules can cost more than
+    #: the calls it saves (benchmarks/results/subsets.md, leave_on.md)
+    group_evaluation: str = "auto"
+
+    def _group_mode(self) -> str:
+        """How a subset's groups are evaluated now: "vectorized", "loop", or "timing"
+        (auto, not yet decided). Always one pass per group where the model does not run
+        under vmap or a job has several processes."""
+        if self._vmap_works is False or self._shards.world > 1:
+            return "loop"
+        if self.group_evaluation != "auto":
+            return self.group_evaluation
+        if len(self._group_seconds) < 2:
+            return "timing"
+        faster = min(self._group_seconds, key=self._group_seconds.__getitem__)
+        return "vectorized" if faster == "vectorized" else "loop"
 
     @property
     def parameters(self) -> list[torch.Tensor]:
@@ -305,6 +347,30 @@ class TorchBackend(BackendBase):
                 self._evaluate_one(self._fill(leaves, theta), buffers, source, split, per_class)
                 for theta in thetas
             ]
+
+    def evaluate_loss(self, theta: np.ndarray, *, state: Any = None, split: str = "train") -> float:
+        """The loss alone, in a forward pass without autograd (a resampled run's check of
+        the full set): the chunks, weights and BatchNorm policy of a gradient pass."""
+        chunks = self.sets[split]
+        total = total_of(chunks)
+        leaves = self._kept_leaves or self._new_leaves()
+        if self._keep_leaves:
+            self._kept_leaves = leaves
+        source = state if state is not None else self._places.buffers()
+        buffers = {k: b.clone() for k, b in source.items()}  # BatchNorm updates them
+        loss64 = torch.zeros((), dtype=torch.float64, device=self.device)
+        with (
+            torch.no_grad(),
+            _evaluation_mode(self.model, self.bn_policy),
+            self._places.lent({**buffers, **self._fill(leaves, theta)}),
+        ):
+            for x, y in self._shards.mine(chunks):
+                out = self.model(**x) if isinstance(x, Mapping) else self.model(x)
+                loss64 += chunk_loss(self.loss_fn(out, y), length(x), total)
+        loss = np.array([float(loss64)])
+        if self._shards.world > 1:
+            (loss,) = self._shards.all_reduce([loss], self.device)
+        return float(loss[0])
 
     # -- evaluation -----------------------------------------------------------------------
     def _fill(self, leaves: _Leaves, theta: np.ndarray) -> dict[str, torch.Tensor]:
@@ -369,6 +435,53 @@ class TorchBackend(BackendBase):
             return 0.0, np.zeros(self.layout.size)
         return float(loss64), grad64.cpu().numpy()
 
+    def _vectorized(
+        self,
+        leaves: dict[str, torch.Tensor],
+        source: Mapping[str, torch.Tensor],
+        stacked: tuple[torch.Tensor, torch.Tensor],
+        total: int,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every group's loss share and gradient in one ``torch.func.vmap`` call per chunk
+        of ``batch_size`` examples of each group — the chunks the one-by-one pass makes, so
+        the loss is the same function of θ (with BatchNorm in batch mode too: each group's
+        chunk is a batch of its own) while a call holds groups × chunk examples. The
+        buffers are given to each group as a copy (BatchNorm updates them in place). None
+        where the model does not run under vmap: the groups are then evaluated one by one,
+        from now on."""
+        xs, ys = stacked
+        groups, m = xs.shape[0], xs.shape[1]
+        step = min(m, self.batch_size)
+        params = {k: v.detach() for k, v in leaves.items()}
+
+        def share(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: Any, y: Any) -> Any:
+            out = torch.func.functional_call(self.model, {**p, **b}, (x,))
+            loss = chunk_loss(self.loss_fn(out, y), length(x), total)
+            return loss, loss.detach()
+
+        vectorized = torch.func.vmap(
+            torch.func.grad(share, has_aux=True), in_dims=(None, 0, 0, 0), randomness="same"
+        )
+        loss64 = torch.zeros(groups, dtype=torch.float64, device=self.device)
+        grad64 = torch.zeros(groups, self.layout.size, dtype=torch.float64, device=self.device)
+        try:
+            for lo in range(0, m, step):
+                buffers = {k: b.expand(groups, *b.shape).clone() for k, b in source.items()}
+                grads, losses = vectorized(
+                    params, buffers, xs[:, lo : lo + step], ys[:, lo : lo + step]
+                )
+                flat = [grads[name].reshape(groups, -1) for name in params]
+                grad64 += torch.cat(flat, dim=1)
+                loss64 += losses
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            if self._vmap_works:  # it ran before: this is not vmap's limit
+                raise
+            self._vmap_works = False
+            logger.info("the model does not run under torch.func.vmap (%s); groups one by one", exc)
+            return None
+        self._vmap_works = True
+        return loss64.cpu().numpy(), grad64.cpu().numpy()
+
     def _evaluate_one(
         self,
         leaves: dict[str, torch.Tensor],
@@ -390,6 +503,41 @@ class TorchBackend(BackendBase):
             raise ValueError(_STREAMED.format(what="per_class=True"))
         groups = self.num_groups
         assert groups is not None
+        mode = self._group_mode() if self.subset is not None else "loop"
+        if mode != "loop":
+            if split not in self._stacked:
+                self._stacked[split] = stack_groups(chunks, self.group_of(split), groups)
+            stacked = self._stacked[split]
+            timed = mode == "timing" and self._vmap_warm  # the first call initialises vmap
+            if stacked is not None and (
+                mode == "vectorized" or "vectorized" not in self._group_seconds
+            ):
+                started = time.perf_counter()
+                found = self._vectorized(leaves, source, stacked, total)
+                if found is not None:
+                    if timed:
+                        self._group_seconds["vectorized"] = time.perf_counter() - started
+                    self._vmap_warm = True
+                    return Evaluation.from_groups(*found, per_class=True)
+            elif stacked is not None:  # timing: the loop's turn
+                started = time.perf_counter()
+                looped = self._looped(params, buffers, source, split, groups, total)
+                self._group_seconds["loop"] = time.perf_counter() - started
+                return looped
+        return self._looped(params, buffers, source, split, groups, total)
+
+    def _looped(
+        self,
+        params: list[torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        source: Mapping[str, torch.Tensor],
+        split: str,
+        groups: int,
+        total: int,
+    ) -> Evaluation:
+        """The groups (classes, or a subset's random groups) one pass each."""
+        chunks = self.sets[split]
+        assert not isinstance(chunks, Streamed)
         if split not in self._by_class:
             self._by_class[split] = split_by_group(
                 chunks, self.group_of(split), groups, self.batch_size

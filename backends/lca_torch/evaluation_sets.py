@@ -221,3 +221,19 @@ def split_by_group(
             ]
         )
     return out
+
+
+def stack_groups(chunks: Chunks, group_of: np.ndarray, groups: int) -> Chunk | None:
+    """The set as (groups, m, ...) inputs and targets, group by group, when every group
+    holds the same m examples and the inputs are tensors (what a vectorized pass over the
+    groups takes); None otherwise."""
+    counts = np.bincount(group_of, minlength=groups)
+    if not (counts == counts[0]).all() or not all(
+        isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) for x, y in chunks
+    ):
+        return None
+    x = torch.cat([c[0] for c in chunks])
+    y = torch.cat([c[1] for c in chunks])
+    order = torch.from_numpy(np.argsort(group_of, kind="stable")).to(x.device)
+    m = int(counts[0])
+    return x[order].view(groups, m, *x.shape[1:]), y[order].view(groups, m, *y.shape[1:])

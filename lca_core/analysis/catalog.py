@@ -39,11 +39,15 @@ class Analysis:
     requires: tuple[str, ...] = ()
     any_of: tuple[str, ...] = ()
     text: Callable[[Any], list[str]] | None = None
+    #: why a run on resampled subsets cannot give it (None: it can, per layer)
+    not_resampled: str | None = None
 
     def missing(self, run: Run) -> str | None:
         """Why the run cannot give this analysis (None when it can)."""
         if not run.steps:
             return "the run has no allocated step (replay a recorded run first)"
+        if self.not_resampled is not None and run.design in ("shared", "paired"):
+            return f"not for a run on resampled subsets: {self.not_resampled}"
         absent = [name for name in self.requires if not run.has(name)]
         if self.any_of and not any(run.has(name) for name in self.any_of):
             absent.append(" or ".join(self.any_of))
@@ -54,23 +58,33 @@ class Analysis:
         return f"needs {', '.join(absent)}, which this run did not store{how}"
 
 
+#: why the per-parameter analyses refuse a resampled run
+PER_PARAMETER = (
+    "each step's per-parameter values are unbiased but noisy estimates, whose signs and "
+    "sizes are mostly the subset's noise (per layer, the totals carry error bars: layers)"
+)
+
 ANALYSES: tuple[Analysis, ...] = (
     Analysis(
         "reconstruction",
         "Loss reconstruction",
         lambda run, _: loss_reconstruction(run),
         text=text.reconstruction,
+        not_resampled="its stored losses are each point's own subset's; the summary's run "
+        "check compares Σ LCA with the full set's loss",
     ),
     Analysis(
         "helping",
         "Helping per layer (% of parameter-steps)",
         lambda run, _: helping_fractions(run),
         text=text.helping,
+        not_resampled=PER_PARAMETER,
     ),
     Analysis(
         "layers",
         "Total LCA per layer",
         lambda run, _: layer_totals(run),
+        text=text.layer_totals,
     ),
     Analysis(
         "generalization",
@@ -92,6 +106,7 @@ ANALYSES: tuple[Analysis, ...] = (
         lambda run, _: parameter_helping(run),
         requires=("param_lca",),
         text=text.parameter_helping,
+        not_resampled=PER_PARAMETER,
     ),
     Analysis(
         "concentration",
@@ -99,6 +114,7 @@ ANALYSES: tuple[Analysis, ...] = (
         lambda run, _: concentration(run),
         requires=("param_lca",),
         text=text.concentration,
+        not_resampled=PER_PARAMETER,
     ),
     Analysis(
         "tails",
@@ -106,6 +122,7 @@ ANALYSES: tuple[Analysis, ...] = (
         lambda run, seed: tails(run, seed=seed),
         requires=("param_lca",),
         text=text.tails,
+        not_resampled=PER_PARAMETER,
     ),
     Analysis(
         "oscillations",
@@ -113,12 +130,14 @@ ANALYSES: tuple[Analysis, ...] = (
         lambda run, _: oscillations(run),
         any_of=("theta", "grads"),
         text=text.oscillations,
+        not_resampled=PER_PARAMETER,
     ),
     Analysis(
         "synchronization",
         "Synchronised moments of learning (layers)",
         lambda run, seed: synchronization(run, seed=seed),
         text=text.synchronization,
+        not_resampled="the local minima of each step's resampled estimate are mostly its noise's",
     ),
     Analysis(
         "class_synchronization",
@@ -132,12 +151,15 @@ ANALYSES: tuple[Analysis, ...] = (
         "Accuracy",
         lambda run, _: accuracy(run),
         text=text.accuracy,
+        not_resampled="the accuracy of a run on resampled subsets is the summary's run "
+        "check against the full set's loss change",
     ),
     Analysis(
         "heatmaps",
         "Per-parameter LCA",
         None,
         requires=("param_lca",),
+        not_resampled=PER_PARAMETER,
     ),
 )
 

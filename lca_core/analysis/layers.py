@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ..engine.uncertainty import sum_stderr
 from ..layout import Layout
 from ..storage.run import Run
 from ._source import DEFAULT_CHUNK, Result, Source, param_blocks
@@ -22,6 +23,24 @@ class LayerTotals(Result):
     cumulative: np.ndarray  # (T, L)
     windows: list[tuple[int, int]]
     window_totals: np.ndarray  # (n_windows, L)
+    #: on a subset: the standard error of each total (of each window's) as an estimate
+    #: of the full set's, for the run's design (:func:`sum_stderr`)
+    stderr: np.ndarray | None = None
+    window_stderr: np.ndarray | None = None
+
+
+def layer_sum_stderr(run: Run, start: int = 0, stop: int | None = None) -> np.ndarray | None:
+    """Standard error of each layer's LCA summed over steps [start, stop), as an estimate
+    of the full set's: √Σ se² for independent (paired) steps, with the covariance of
+    adjacent steps for shared ends, Σ se (a bound: its steps may be correlated up to
+    fully) on one fixed subset. None for a run on the whole set."""
+    design = run.design
+    if design is None or not run.has("layer_lca_stderr"):
+        return None
+    window = slice(start, stop)
+    se = run.layer_lca_stderr[window]
+    cov = run.array("layer_lca_cov_prev")[window] if run.has("layer_lca_cov_prev") else None
+    return sum_stderr(se, design, cov)
 
 
 def layer_totals(
@@ -38,6 +57,10 @@ def layer_totals(
             list(layers) if layers is not None else [f"layer{j}" for j in range(layer_lca.shape[1])]
         )
     wins = [(int(a), int(b)) for a, b in windows]
+    stderr = window_stderr = None
+    if isinstance(source, Run) and (stderr := layer_sum_stderr(source)) is not None:
+        window_stderr = np.array([layer_sum_stderr(source, a, b) for a, b in wins])
+        window_stderr = window_stderr.reshape(len(wins), layer_lca.shape[1])
     return LayerTotals(
         layers=list(names),
         totals=layer_lca.sum(axis=0),
@@ -46,6 +69,8 @@ def layer_totals(
         window_totals=np.array([layer_lca[a:b].sum(axis=0) for a, b in wins]).reshape(
             len(wins), layer_lca.shape[1]
         ),
+        stderr=stderr,
+        window_stderr=window_stderr,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ..engine.uncertainty import sum_stderr
 from ..storage.run import Run
 from ._source import Result
 
@@ -51,7 +52,10 @@ def optimizer_parts(run: Run) -> OptimizerParts:
         decided.append(run.parts[int(np.argmax(sign * totals[:, j]))])
     bound = None
     if run.has("part_layer_lca_stderr"):
-        bound = run.array("part_layer_lca_stderr").sum(axis=0)
+        # independent steps (paired) add in quadrature; otherwise Σ se bounds the total's
+        # (a shared design's covariances are stored per layer, not per part)
+        design = "paired" if run.design == "paired" else "fixed"
+        bound = sum_stderr(run.array("part_layer_lca_stderr"), design)
     return OptimizerParts(
         layers=list(run.layers),
         parts=list(run.parts),

@@ -7,7 +7,7 @@ import numpy as np
 from ..engine.summary import percent
 from .accuracy import Accuracy
 from .helping import HelpingFractions, ParameterHelping
-from .layers import Concentration, Generalization
+from .layers import Concentration, Generalization, LayerTotals
 from .moments import Synchronization
 from .oscillations import Oscillations
 from .parts import OptimizerParts
@@ -157,6 +157,16 @@ def class_synchronization(per_class: dict[int, Synchronization]) -> list[str]:
             f"{len(s.names)} layers: a class at that value is as synchronised as it can show)"
         )
     return lines
+
+
+def layer_totals(t: LayerTotals) -> list[str]:
+    """Each layer's total, with its 95 % interval for the full set on a subset."""
+    if t.stderr is None:
+        return [f"  {name:<12} {v:+.6f}" for name, v in zip(t.layers, t.totals, strict=True)]
+    return [
+        f"  {name:<12} {v:+.6f} ± {1.96 * se:.2g} (95 %, for the full set)"
+        for name, v, se in zip(t.layers, t.totals, t.stderr, strict=True)
+    ]
 
 
 def optimizer_parts(p: OptimizerParts) -> list[str]:

@@ -30,6 +30,10 @@ from .evaluation_data import (
 #: how BatchNorm normalises during evaluation: each fixed chunk's statistics, or the
 #: running ones (then their drift between steps is measured and reported)
 BN_POLICIES = ("batch", "running")
+#: how a resampled subset is laid along the trajectory (docs/concepts.md): one subset per
+#: point, serving both steps it ends and starts ("shared", one pass per step), or one per
+#: step, at both of its ends ("paired", two passes per step, the identity exact per step)
+RESAMPLE = ("shared", "paired")
 #: examples per evaluation chunk when the user does not say
 DEFAULT_EVAL_BATCH = 4096
 
@@ -106,27 +110,64 @@ class BackendBase(Backend):
         x, y = self.sets[split]
         return x[index], y[index]
 
-    def use_subset(self, size: int | float, seed: int = 0, groups: int = 16) -> None:
-        """Evaluate a fixed, seeded, class-stratified subset of the training set, split into
-        random groups whose spread gives the standard error of every allocation."""
-        self._subset_call = (size, seed, groups)
-        labels = self.labels("train")
-        total = len(labels)
-        index = subset_index(labels, total, size, seed)
-        groups = max(2, min(groups, len(index) // 2))
-        order = np.random.default_rng(seed + 1).permutation(len(index))
-        group_of = np.empty(len(index), dtype=np.int64)
-        group_of[order] = np.arange(len(index)) % groups
-        self.sets["train"] = self.take("train", index)
-        self._groups = {**self._groups, "train": group_of}
-        weights = np.bincount(group_of, minlength=groups) / len(index)
+    def use_subset(
+        self, size: int | float, seed: int = 0, groups: int = 16, resample: str | None = None
+    ) -> None:
+        """Evaluate a seeded, class-stratified subset of the training set, split into
+        random groups of equal size whose spread gives the standard error of every
+        allocation (equal sizes let a backend evaluate the groups in one vectorized call;
+        the subset is rounded down to a multiple of its groups for that). ``resample``
+        ("shared" or "paired"): a fresh subset at every trajectory point
+        (:meth:`draw_subset`), the whole set kept as the split "full" for the run's
+        check (docs/concepts.md, "Resampled subsets")."""
+        if resample is not None and resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {RESAMPLE} (or None), not {resample!r}")
+        self._subset_call = (size, seed, groups, resample)
+        if resample is not None:
+            self.sets["full"] = self.sets["train"]
+        whole = "full" if resample is not None else "train"
+        total = len(self.labels(whole))
+        n = len(subset_index(self.labels(whole), total, size, seed))
+        if n < 2:
+            raise ValueError(
+                f"eval_subset={size!r} leaves {n} example; a subset needs at least 2, for "
+                "the standard errors of its groups"
+            )
+        groups = max(2, min(groups, n // 2))
+        n -= n % groups
         self.subset = {
-            "size": len(index),
+            "size": n,
             "of": total,
             "seed": seed,
             "groups": groups,
-            "weights": weights.tolist(),
+            "weights": [1.0 / groups] * groups,
+            "resample": resample,
         }
+        self._take_subset(whole, subset_index(self.labels(whole), total, n, seed))
+
+    def draw_subset(self, draw: int) -> None:
+        """With ``resample``: evaluate the subset of draw number ``draw`` (the trajectory
+        point's index) from now on: seeded by (seed, draw), independent of the training
+        batches, the same size and groups at every draw."""
+        assert self.subset is not None and self.subset["resample"] is not None
+        labels = self.labels("full")
+        index = subset_index(labels, len(labels), self.subset["size"], [self.subset["seed"], draw])
+        self._take_subset("full", index, draw)
+
+    def _take_subset(self, whole: str, index: np.ndarray, draw: int = 0) -> None:
+        """The training split restricted to ``index``, in random groups of equal size."""
+        assert self.subset is not None
+        groups = self.subset["groups"]
+        order = np.random.default_rng([self.subset["seed"] + 1, draw]).permutation(len(index))
+        group_of = np.empty(len(index), dtype=np.int64)
+        group_of[order] = np.arange(len(index)) % groups
+        self.sets["train"] = self.take(whole, index)
+        self._groups = {**self._groups, "train": group_of}
+        self.subset_changed()
+
+    def subset_changed(self) -> None:
+        """The training split is now another subset: a backend that keeps chunks of it
+        (padded, on the device, by class) drops them here."""
 
     def check_trial(self, width: int | None, labels: dict[str, Any]) -> None:
         """After a trial forward on a few examples: every split's integer labels fit the
@@ -193,7 +234,7 @@ class BackendBase(Backend):
         split: str = "train",
         per_class: bool = False,
     ) -> list[Evaluation]:
-        if split not in self.splits:
+        if split not in self.splits and not (split == "full" and "full" in self.sets):
             raise ValueError(
                 f"this backend has no {split!r} evaluation set (it holds {list(self.splits)}); "
                 "build it with val_data= for validation LCA"
@@ -219,7 +260,7 @@ def _rebuilt(
     cls: type[BackendBase],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    subset: tuple[int | float, int, int] | None,
+    subset: tuple[int | float, int, int, str | None] | None,
 ) -> BackendBase:
     """A backend built again in another process (see :meth:`BackendBase.__reduce__`)."""
     backend = cls(*args, **kwargs)

@@ -8,6 +8,7 @@ gradients within the same single pass.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -104,7 +105,9 @@ def infer_num_classes(labels: Any) -> int | None:
     return None
 
 
-def subset_index(labels: Any, total: int, size: int | float, seed: int = 0) -> np.ndarray:
+def subset_index(
+    labels: Any, total: int, size: int | float, seed: int | Sequence[int] = 0
+) -> np.ndarray:
     """A fixed, seeded subset of ``total`` examples: ``size`` of them (or that fraction),
     stratified by class when the labels are integer classes, sorted (the set's order)."""
     if isinstance(size, float) and not isinstance(size, bool) and 0 < size <= 1:

@@ -22,13 +22,24 @@ LOG = logging.getLogger("lca")
 SUBSET_PAYS_FROM_SECONDS = 0.05
 
 
-def knobs(pass_seconds: float, *, rule: str | None = None, subset: bool = False) -> tuple[str, ...]:
+def knobs(
+    pass_seconds: float,
+    *,
+    rule: str | None = None,
+    subset: bool = False,
+    resampled: bool = False,
+) -> tuple[str, ...]:
     """The settings that would cut what tracking costs: those not in use already, and
     ``eval_subset`` only where a pass is long enough for it to pay (``rule=None``: no rule
     chosen yet, as in ``lca estimate``, which shows them all)."""
     found = []
     if not subset and pass_seconds >= SUBSET_PAYS_FROM_SECONDS:
         found.append("eval_subset=0.1 (a tenth of the examples per pass, with error bars)")
+    if not resampled:
+        found.append(
+            "eval_subset=<a training batch>, resample=True (every step for one pass over a "
+            "batch: about one training step, with error bars)"
+        )
     found.append("every=k (k× fewer tracked steps)")
     if rule in (None, "simpson"):
         found.append("rule='auto' (one pass where the trapezoid suffices)")
@@ -106,13 +117,21 @@ class CostMeter:
         self._marks.append((time.perf_counter(), self.lca_seconds, passes))
 
     def step_done(
-        self, passes: int, steps_ahead: int | None, *, rule: str, subset: bool = False
+        self,
+        passes: int,
+        steps_ahead: int | None,
+        *,
+        rule: str,
+        subset: bool = False,
+        resampled: bool = False,
     ) -> None:
         """Mark an allocated step; the first time a forecast can be made, make it
         (``first_forecast``: the tracker shows it, :func:`announce`)."""
         self.mark_step(passes)
         if self.first_forecast is None:
-            self.first_forecast = self.forecast(steps_ahead, rule=rule, subset=subset)
+            self.first_forecast = self.forecast(
+                steps_ahead, rule=rule, subset=subset, resampled=resampled
+            )
 
     @property
     def training_seconds(self) -> float:
@@ -127,7 +146,7 @@ class CostMeter:
         return self.lca_seconds / training if training > 0 else None
 
     def forecast(
-        self, steps_ahead: int | None, *, rule: str, subset: bool = False
+        self, steps_ahead: int | None, *, rule: str, subset: bool = False, resampled: bool = False
     ) -> Forecast | None:
         """From the steps after the first (which also compiled and checked determinism);
         ``rule`` and ``subset`` say which settings are in use, for the knobs."""
@@ -137,5 +156,7 @@ class CostMeter:
         steps = len(self._marks) - 1
         lca, passes = (l1 - l0) / steps, (p1 - p0) / steps
         training = max((w1 - w0) / steps - lca, 0.0)
-        found = knobs(lca / passes if passes else 0.0, rule=rule, subset=subset)
+        found = knobs(
+            lca / passes if passes else 0.0, rule=rule, subset=subset, resampled=resampled
+        )
         return Forecast(lca, passes, training or None, steps_ahead, found)

@@ -89,6 +89,15 @@ class CheckedEvaluator:
                 self.refuse_non_finite(split, "gradient", where)
         return evals
 
+    def loss(self, theta: np.ndarray, state: Any, split: str, where: str) -> float:
+        """The loss alone at ``theta`` (a forward pass where the backend can), checked
+        finite and counted as a pass."""
+        loss = float(self.backend.evaluate_loss(theta, state=state, split=split))
+        self.passes += 1
+        if not math.isfinite(loss):
+            self.refuse_non_finite(split, "loss", where)
+        return loss
+
     def refuse_non_finite(self, split: str, what: str, where: str) -> NoReturn:
         """The error for a NaN or infinite loss or gradient: the data does not fit the loss
         at the start, training has diverged after it."""

@@ -12,6 +12,7 @@ from ..layout import Layout, shares, sign_counts
 from ..protocol import Evaluation
 from .parts import part_layer_sums, part_lca
 from .quadrature import PathIntegral
+from .uncertainty import group_covariance, group_stderr, with_total
 
 
 @dataclass
@@ -47,6 +48,12 @@ class StepResult:
     part_layer_lca_stderr: np.ndarray | None = None
     #: with ``optimizer=`` and ``store_params``: per-parameter parts, (parts, K) float64
     part_lca: np.ndarray | None = None
+    #: with ``eval_subset``: the standard error of the step's Σ LCA (all layers)
+    lca_stderr: float | None = None
+    #: with ``resample="shared"``: each layer's covariance with the step before (they
+    #: share the subset of the point between them), and that of the step's Σ LCA
+    layer_lca_cov_prev: np.ndarray | None = None
+    lca_cov_prev: float | None = None
 
     @property
     def pct_helped(self) -> float:
@@ -66,22 +73,30 @@ def step_result(
     subset: Mapping[str, Any] | None = None,
     deltas: np.ndarray | None = None,
     keep_parts: bool = False,
+    shared: SharedEnds | None = None,
 ) -> StepResult:
     """The step's allocation from its path integral; converged when it met the acceptance
     rule (:func:`~lca_core.engine.quadrature.integrate`). On a subset the grouped
     gradients give standard errors. ``deltas``: Δ split by the optimizer's parts
     (:func:`~lca_core.engine.parts.part_deltas`), whose LCA is split the same way
-    (per parameter too with ``keep_parts``)."""
+    (per parameter too with ``keep_parts``). ``shared``: a resampled step whose ends lie on
+    two subsets (``resample="shared"``), whose errors it gives."""
     lca = integral.grads["train"].allocation(delta)
     grouped = integral.class_grads["train"]
-    stderr = part_stderr = None
+    stderr = part_stderr = total_stderr = None
+    errors: dict[str, Any] = {}
     if subset is not None and grouped is not None:
-        # summed as group_allocations already: (G, layers), or (G, parts, layers)
-        groups = grouped.value()
-        if deltas is not None:
-            part_stderr = layer_stderr(groups, subset)
-            groups = groups.sum(axis=1)
-        stderr = layer_stderr(groups, subset)
+        if shared is not None:
+            stderr, total_stderr, part_stderr = shared.stderr, shared.total, shared.parts
+            errors = {"layer_lca_cov_prev": shared.cov[:-1], "lca_cov_prev": float(shared.cov[-1])}
+        else:
+            # summed as group_allocations already: (G, layers), or (G, parts, layers)
+            groups = grouped.value()
+            if deltas is not None:
+                part_stderr = layer_stderr(groups, subset)
+                groups = groups.sum(axis=1)
+            both = layer_stderr(with_total(groups), subset)
+            stderr, total_stderr = both[:-1], float(both[-1])
         grouped = None  # random groups, not classes: nothing to store per class
     val = integral.grads.get("val")
     sums = integral.layer_sums  # the per-layer sums the acceptance rule computed, if any
@@ -120,8 +135,44 @@ def step_result(
         val_layer_lca=val_layer_lca,
         layer_lca_stderr=stderr,
         layer_change=dict(integral.layer_changes),
+        lca_stderr=total_stderr,
+        **errors,
         **split,
     )
+
+
+@dataclass
+class SharedEnds:
+    """A shared-design step's errors (``resample="shared"``): its two ends lie on the
+    independent subsets of θ_t and θ_{t+1}, so each layer's variance is the sum of the
+    ends' (each end's group parts weigh ½ in the trapezoid), and the start shares its
+    subset with the step before's end: their covariance. ``end`` (G, layers + 1) is kept
+    for the next step's."""
+
+    stderr: np.ndarray
+    total: float
+    parts: np.ndarray | None
+    cov: np.ndarray
+    end: np.ndarray
+
+    @classmethod
+    def of(
+        cls, integral: PathIntegral, subset: Mapping[str, Any], before: np.ndarray | None
+    ) -> SharedEnds:
+        grouped = integral.class_grads["train"]
+        assert grouped is not None and grouped.rule == "trapezoid" and grouped.n == 1
+        start, end = grouped.g0 * 0.5, grouped.g1 * 0.5  # (G, layers) or (G, parts, layers)
+        parts = None
+        if start.ndim == 3:
+            parts = np.sqrt(
+                group_covariance(start, start, subset) + group_covariance(end, end, subset)
+            )
+            start, end = start.sum(axis=1), end.sum(axis=1)
+        start, end = with_total(start), with_total(end)
+        variance = group_covariance(start, start, subset) + group_covariance(end, end, subset)
+        se = np.sqrt(np.maximum(variance, 0.0))
+        cov = np.zeros(len(se)) if before is None else group_covariance(before, start, subset)
+        return cls(se[:-1], float(se[-1]), parts, cov, end)
 
 
 def group_allocations(layout: Layout, delta: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -142,12 +193,6 @@ def layer_stderr(group_layer_lca: np.ndarray, subset: Mapping[str, Any]) -> np.n
 
     The LCA is a mean over examples, so the subset's is a sample mean: with group parts
     P_g = w_g·a_g (w_g = n_g/n, Σ_g P_g = the layer's LCA), SE² = G/(G−1)·Σ_g (P_g − w_g·Ā)²
-    times the finite-population correction 1 − n/N.
+    times the finite-population correction 1 − n/N (:func:`group_stderr`).
     """
-    weights = np.asarray(subset["weights"], dtype=np.float64)
-    weights = weights.reshape(-1, *([1] * (group_layer_lca.ndim - 1)))
-    total = group_layer_lca.sum(axis=0)
-    spread = ((group_layer_lca - weights * total) ** 2).sum(axis=0)
-    groups = len(weights)
-    fpc = 1.0 - subset["size"] / subset["of"]
-    return np.sqrt(groups / (groups - 1) * spread * fpc)
+    return group_stderr(group_layer_lca, subset)

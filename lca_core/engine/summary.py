@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import BudgetExceededError
 from ..layout import shares
 from .parts import PARTS
+from .resampled import CheckResult, RunCheck, check_result
 from .step import StepResult
 
 
@@ -53,10 +54,12 @@ class Summary:
     budget_used: float
     unconverged_steps: int
     max_abs_residual: float
-    pct_helped: float
-    pct_hurt: float
-    pct_zero: float
-    pct_helped_nonzero: float
+    #: shares of parameter-steps (None for a resampled run, whose per-parameter signs are
+    #: its subsets' noise)
+    pct_helped: float | None
+    pct_hurt: float | None
+    pct_zero: float | None
+    pct_helped_nonzero: float | None
     layers: Mapping[str, float] = field(default_factory=dict)
     #: with ``optimizer=``: Σ LCA of each part of the update (gradient, momentum,
     #: weight_decay), summing to ``sum_lca``
@@ -69,6 +72,11 @@ class Summary:
     #: so two summaries of one run compare equal without them)
     lca_seconds: float | None = field(default=None, compare=False)
     training_seconds: float | None = field(default=None, compare=False)
+    #: with ``resample``: Σ LCA ± its standard error against the full set's exact ΔL
+    #: (then the losses and the budget are the full set's, and the run is judged by it)
+    run_check: CheckResult | None = None
+    #: whether the run's subsets were resampled (its per-parameter signs are not measured)
+    resampled: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", MappingProxyType(dict(self.layers)))
@@ -76,17 +84,26 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         plain = {"layers": dict(self.layers), "parts": dict(self.parts)}
+        if self.run_check is not None:
+            plain["run_check"] = self.run_check.to_dict()
         return {f.name: getattr(self, f.name) for f in fields(self)} | plain
 
     @property
     def over_budget(self) -> bool:
-        """Whether the allocation leaves more of |ΔL| unexplained than the budget allows."""
+        """Whether the allocation leaves more of |ΔL| unexplained than the budget allows
+        (a resampled run: whether its check found Σ LCA inconsistent with ΔL)."""
+        if self.run_check is not None:
+            return not self.run_check.consistent
         return bool(self.steps and self.loss_change and not self.budget_used <= self.budget)
 
     def accuracy_warning(self) -> str | None:
         """What is wrong with the run's accuracy, in one sentence (None: nothing)."""
         problems = []
-        if self.over_budget:
+        if self.run_check is not None and self.over_budget:
+            problems.append(
+                f"{self.run_check}: the subsets' estimate misses the full set's loss change"
+            )
+        elif self.over_budget:
             problems.append(
                 f"the allocation leaves {percent(self.budget_used)} of |ΔL| unexplained, "
                 f"over its {100 * self.budget:g} % budget"
@@ -98,6 +115,11 @@ class Summary:
             )
         if not problems:
             return None
+        if self.run_check is not None:
+            return (
+                "; ".join(problems) + ". Use resample='paired' (refined steps), a larger "
+                "eval_subset, or smaller steps (docs/concepts.md, 'Resampled subsets')."
+            )
         return (
             "; ".join(problems)
             + ". Lower tol or raise max_panels (docs/concepts.md, 'When a step is accepted')."
@@ -105,7 +127,15 @@ class Summary:
 
     def enforce_budget(self) -> None:
         """Raise :class:`~lca_core.errors.BudgetExceededError` when the run used more than
-        its budget (``strict=True``: callers do this after the data is safely written)."""
+        its budget (``strict=True``: callers do this after the data is safely written); a
+        resampled run, when its check is inconsistent."""
+        if self.run_check is not None:
+            if not self.run_check.consistent:
+                raise BudgetExceededError(
+                    f"{self.run_check}. Use a larger eval_subset, or resample='paired'; the "
+                    "run's data is saved."
+                )
+            return
         if self.steps and not self.budget_used <= self.budget:
             raise BudgetExceededError(
                 f"cumulative residual {self.sum_residual:.3g} is {self.budget_used:.2%} of "
@@ -141,18 +171,22 @@ class Summary:
                 f"{self.unconverged_steps}",
                 "steps that did not meet the acceptance rule within max_panels",
             ),
-            (
-                "helped / hurt / zero",
-                f"{self.pct_helped:.2f} % / {self.pct_hurt:.2f} % / {self.pct_zero:.2f} %",
-                "of parameter-steps; the paper finds ~50–58 % helping over long runs "
-                "(short runs help more: docs/reproduction.md)",
-            ),
-            (
-                "helped, zeros ignored",
-                f"{self.pct_helped_nonzero:.2f} %",
-                "among parameters that moved the loss",
-            ),
+            *self._helped_rows(),
         ]
+        if self.resampled:
+            rows[1] = (
+                "loss",
+                f"{self.loss_start:.4f} → {self.loss_end:.4f}",
+                "on the full evaluation set, at the run's ends (the steps saw subsets)",
+            )
+            check = str(self.run_check) if self.run_check is not None else "not yet made"
+            rows[4:6] = [
+                (
+                    "run check",
+                    check,
+                    "Σ LCA on resampled subsets (± 1 standard error) vs the full set's ΔL",
+                )
+            ]
         if self.parts:
             rows.insert(
                 4,
@@ -194,15 +228,39 @@ class Summary:
             )
         return rows
 
+    def _helped_rows(self) -> list[tuple[str, str, str]]:
+        if self.pct_helped is None:
+            return [
+                (
+                    "helped / hurt / zero",
+                    "not measured",
+                    "a resampled step's per-parameter signs are noise (docs/concepts.md)",
+                )
+            ]
+        return [
+            (
+                "helped / hurt / zero",
+                f"{self.pct_helped:.2f} % / {self.pct_hurt:.2f} % / {self.pct_zero:.2f} %",
+                "of parameter-steps; the paper finds ~50–58 % helping over long runs "
+                "(short runs help more: docs/reproduction.md)",
+            ),
+            (
+                "helped, zeros ignored",
+                f"{self.pct_helped_nonzero:.2f} %",
+                "among parameters that moved the loss",
+            ),
+        ]
+
     def __repr__(self) -> str:
         """One line a person can read (``str()`` is the whole table)."""
         if not self.steps:
             return f"Summary(steps=0, recorded_steps={self.recorded_steps})"
         layers = ", ".join(f"{name!r}: {v:+.4g}" for name, v in self.layers.items())
+        helped = "None" if self.pct_helped is None else f"{self.pct_helped:.1f}"
         return (
             f"Summary(steps={self.steps}, loss_change={self.loss_change:+.6g}, "
             f"sum_lca={self.sum_lca:+.6g}, budget_used={percent(self.budget_used)}, "
-            f"unconverged_steps={self.unconverged_steps}, pct_helped={self.pct_helped:.1f}, "
+            f"unconverged_steps={self.unconverged_steps}, pct_helped={helped}, "
             f"layers={{{layers}}})"
         )
 
@@ -249,15 +307,24 @@ def summarize(
     training_seconds: float | None = None,
     splits: int = 1,
     part_layer_lca: np.ndarray | None = None,
+    resampled: bool = False,
+    run_check: CheckResult | None = None,
 ) -> Summary:
     """The summary from the always-stored arrays (shared by runs and live allocators);
-    ``part_layer_lca`` (…, parts, layers) where the run is split by its optimizer."""
+    ``part_layer_lca`` (…, parts, layers) where the run is split by its optimizer; a
+    resampled run's losses and budget from its check against the full set."""
     steps = len(residuals)
     losses = np.asarray(losses, dtype=np.float64)
+    if run_check is not None:
+        losses = np.array([run_check.loss_start, run_check.loss_end])
     loss_change = float(losses[-1] - losses[0]) if len(losses) else float("nan")
     sum_residual = float(np.sum(residuals))
     helped, hurt, zero, helped_nonzero = shares(layer_counts)
+    if resampled:
+        helped = hurt = zero = helped_nonzero = None
     totals = np.asarray(layer_lca, dtype=np.float64).reshape(-1, len(layers)).sum(axis=0)
+    if run_check is not None:  # the budget's share: what Σ LCA leaves of the full set's ΔL
+        sum_residual = run_check.loss_change - run_check.sum_lca - run_check.sum_drift
     return Summary(
         steps=steps,
         loss_start=float(losses[0]) if len(losses) else float("nan"),
@@ -281,6 +348,8 @@ def summarize(
         lca_seconds=lca_seconds,
         training_seconds=training_seconds,
         splits=splits,
+        run_check=run_check,
+        resampled=resampled,
     )
 
 
@@ -296,8 +365,20 @@ class RunningSummary:
     """The summary of a run as it is allocated: per-step scalars and per-layer totals only,
     so memory does not grow with K; a resumed run continues from its committed rows."""
 
-    def __init__(self, layers: tuple[str, ...] | list[str], budget: float, splits: int = 1) -> None:
+    def __init__(
+        self,
+        layers: tuple[str, ...] | list[str],
+        budget: float,
+        splits: int = 1,
+        resampled: str | None = None,
+    ) -> None:
         self.layers, self.budget, self.splits = list(layers), float(budget), splits
+        #: with ``resample``: its design, and each step's Σ LCA, standard error and
+        #: covariance with the step before (scalars: what the run's check sums)
+        self.resampled = resampled
+        self.step_lca: list[float] = []
+        self.lca_stderr: list[float] = []
+        self.lca_cov_prev: list[float] = []
         self.losses: list[float] = []
         self.residuals: list[float] = []
         self.drift: list[float] = []
@@ -324,8 +405,9 @@ class RunningSummary:
         return out
 
     def budget_used(self) -> float:
-        """|Σ r| / |ΔL| of the run so far (NaN before its first step)."""
-        if len(self.losses) < 2:
+        """|Σ r| / |ΔL| of the run so far (NaN before its first step, and for a resampled
+        run, which is judged against the full set only at its end)."""
+        if len(self.losses) < 2 or self.resampled is not None:
             return float("nan")
         return budget_used(float(np.sum(self.residuals)), self.losses[-1] - self.losses[0])
 
@@ -336,6 +418,10 @@ class RunningSummary:
         self.converged.append(r.converged)
         self.layer_lca += r.layer_lca
         self.layer_counts += r.layer_counts
+        if self.resampled is not None:
+            self.step_lca.append(float(np.sum(r.layer_lca)))
+            self.lca_stderr.append(float(r.lca_stderr or 0.0))
+            self.lca_cov_prev.append(float(r.lca_cov_prev or 0.0))
         if r.val_residual is not None:
             self.val_residual += r.val_residual
         if r.part_layer_lca is not None:
@@ -356,6 +442,11 @@ class RunningSummary:
             self.val_residual = float(committed["val_residuals"].sum())
         if "part_layer_lca" in committed:
             self.part_layer_lca = committed["part_layer_lca"].sum(axis=0)
+        if self.resampled is not None:
+            self.step_lca = list(committed["layer_lca"].sum(axis=1))
+            self.lca_stderr = list(committed["lca_stderr"])
+            cov = committed.get("lca_cov_prev")
+            self.lca_cov_prev = list(cov) if cov is not None else [0.0] * steps
 
     def summary(
         self,
@@ -363,7 +454,19 @@ class RunningSummary:
         recorded_steps: int = 0,
         lca_seconds: float | None = None,
         training_seconds: float | None = None,
+        check: RunCheck | None = None,
     ) -> Summary:
+        run_check = None
+        if check is not None and self.resampled is not None:
+            run_check = check_result(
+                check,
+                self.step_lca,
+                self.lca_stderr,
+                self.lca_cov_prev,
+                self.resampled,
+                self.budget,
+                self.drift,
+            )
         return summarize(
             losses=np.asarray(self.losses),
             layer_lca=self.layer_lca[None],
@@ -379,4 +482,6 @@ class RunningSummary:
             training_seconds=training_seconds,
             splits=self.splits,
             part_layer_lca=self.part_layer_lca,
+            resampled=self.resampled is not None,
+            run_check=run_check,
         )

@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from ..analysis import HelpingFractions, Reconstruction, helping_fractions, loss_reconstruction
+from ..engine.uncertainty import cumulative_stderr
 from ..storage.run import Run
 from ._style import HELP, HURT, LOSS, ZERO, label, new_figure
 
@@ -99,13 +100,20 @@ def plot_layer_curves(
     source: Run | np.ndarray, layers: list[str] | None = None, cumulative: bool = False
 ) -> Figure:
     """Per-layer LCA per step (or cumulative): when did each layer learn? A run on an
-    ``eval_subset`` shows each step's 95 % interval for the full set as a band."""
+    ``eval_subset`` shows each step's (each running sum's) 95 % interval for the full set
+    as a band, for its design (a fixed subset's cumulative band is the Σ se bound)."""
     band = None
     if isinstance(source, Run):
         values, names = source.layer_lca, source.layers
-        if source.has("layer_lca_stderr") and not cumulative:
+        if source.has("layer_lca_stderr") and source.design is not None:
             groups = source.config["eval_subset"]["groups"]
-            band = stats.t.ppf(0.975, groups - 1) * source.layer_lca_stderr
+            se = source.layer_lca_stderr
+            if cumulative:
+                cov = (
+                    source.array("layer_lca_cov_prev") if source.has("layer_lca_cov_prev") else None
+                )
+                se = cumulative_stderr(se, source.design, cov)
+            band = stats.t.ppf(0.975, groups - 1) * se
     else:
         values = np.asarray(source)
         names = layers or [f"layer{j}" for j in range(values.shape[1])]

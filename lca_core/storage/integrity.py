@@ -28,7 +28,14 @@ from ..errors import CorruptRunError, LCAError
 from ..layout import Layout
 from ..options import Options
 from .lock import LCA_FILES
-from .store import COMMIT_KEY, ArraySpec, array_specs, require_group_file, run_meta
+from .store import (
+    COMMIT_KEY,
+    ArraySpec,
+    array_specs,
+    require_group_file,
+    run_meta,
+    shared_design,
+)
 
 #: metadata documents larger than this are not parsed
 MAX_METADATA_BYTES = 64 * 2**20
@@ -172,6 +179,7 @@ def _expected(
         store_params=options.store_params,
         store_grads=options.store_grads,
         stderr=config.get("eval_subset") is not None,
+        shared=shared_design(config),
         store_trajectory=recorded,
         lca=allocated,
         parts=len(_parts(config, where)),

@@ -19,7 +19,7 @@ from ..errors import MetadataError
 from ..options import Options
 from ..protocol import Backend, Evaluation
 from .run import open_run
-from .store import RunWriter, array_specs, is_run
+from .store import RunWriter, array_specs, is_run, shared_design
 
 #: the step arrays a resumed run's running summary continues from
 SUMMARY_ARRAYS = ("losses", "residuals", "drift", "converged", "layer_lca", "layer_counts")
@@ -82,6 +82,7 @@ class Recorder:
             store_trajectory=self.store_trajectory,
             store_grads=self.store_grads,
             stderr=config.get("eval_subset") is not None,
+            shared=shared_design(config),
             lca=not self.record_only,
             parts=len(config.get("parts") or ()),
         )
@@ -111,7 +112,8 @@ class Recorder:
         if self.record_only or not self.writer.steps:
             return
         names = SUMMARY_ARRAYS + (("val_losses", "val_residuals") if self.validation else ())
-        names += ("part_layer_lca",) if "part_layer_lca" in self.writer.specs else ()
+        optional = ("part_layer_lca", "lca_stderr", "lca_cov_prev")
+        names += tuple(name for name in optional if name in self.writer.specs)
         running.restore({name: self.writer.committed(name) for name in names})
 
     def start(self, theta: np.ndarray, evals: Mapping[str, Evaluation] | None) -> None:
@@ -158,6 +160,10 @@ class Recorder:
             row["param_lca"] = r.lca
         if r.layer_lca_stderr is not None:
             row["layer_lca_stderr"] = r.layer_lca_stderr
+            row["lca_stderr"] = r.lca_stderr
+        if r.layer_lca_cov_prev is not None:
+            row["layer_lca_cov_prev"] = r.layer_lca_cov_prev
+            row["lca_cov_prev"] = r.lca_cov_prev
         if r.class_lca is not None:
             row["class_layer_lca"] = self.writer.layout.reduce_by_layer(r.class_lca)
         if r.val_residual is not None:
@@ -174,6 +180,15 @@ class Recorder:
 
     def flush(self) -> None:
         self.writer.flush()
+
+    @property
+    def run_check(self) -> Any:
+        """A resumed resampled run's check so far (from the store, not trusted)."""
+        return dict(self.writer.group.attrs["lca"]).get("run_check")
+
+    def note(self, **values: Any) -> None:
+        """Record facts of the run with it now (a run that stops early keeps them)."""
+        self.writer.update_attrs(**values)
 
     def close(self, **totals: Any) -> None:
         """Record the run's totals (passes, seconds) with it, then give the run up."""

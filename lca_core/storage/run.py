@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.resampled import CheckResult, RunCheck, check_result
 from ..engine.summary import Summary, summarize
 from ..errors import CorruptRunError
 from ..options import Options
@@ -246,6 +247,35 @@ class Run:
             training_seconds=_seconds(self._meta.get("training_seconds")),
             splits=2 if self.config.get("validation") is True else 1,
             part_layer_lca=self.part_layer_lca if self.has("part_layer_lca") else None,
+            resampled=self.design in ("shared", "paired"),
+            run_check=self._run_check() if allocated else None,
+        )
+
+    @property
+    def design(self) -> str | None:
+        """How the run's subsets lay along its trajectory: "fixed", "shared", "paired", or
+        None for a run on the whole set (the stored config, checked)."""
+        subset = self.config.get("eval_subset")
+        if not isinstance(subset, dict):
+            return None
+        resample = subset.get("resample")
+        return resample if resample in ("shared", "paired") else "fixed"
+
+    def _run_check(self) -> CheckResult | None:
+        """A resampled run's check against the full set (None for other runs, or one
+        that stopped before its end was evaluated)."""
+        design = self.design
+        if design not in ("shared", "paired") or not self.has("lca_stderr"):
+            return None
+        cov = self.array("lca_cov_prev") if self.has("lca_cov_prev") else None
+        return check_result(
+            RunCheck.of(self._meta.get("run_check")),
+            self.layer_lca.sum(axis=1),
+            self.array("lca_stderr"),
+            cov,
+            design,
+            self.options.budget,
+            self.drift,
         )
 
 

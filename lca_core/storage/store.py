@@ -86,6 +86,7 @@ def array_specs(
     store_trajectory: bool = False,
     store_grads: bool = False,
     stderr: bool = False,
+    shared: bool = False,
     lca: bool = True,
     parts: int = 0,
 ) -> list[ArraySpec]:
@@ -108,6 +109,10 @@ def array_specs(
             specs.append(ArraySpec("param_lca", (k,), "float32"))
         if stderr:
             specs.append(ArraySpec("layer_lca_stderr", (n_layers,), "float64"))
+            specs.append(ArraySpec("lca_stderr", (), "float64"))
+        if shared:
+            specs.append(ArraySpec("layer_lca_cov_prev", (n_layers,), "float64"))
+            specs.append(ArraySpec("lca_cov_prev", (), "float64"))
         if num_classes:
             specs += [
                 ArraySpec("class_losses", (num_classes,), "float64"),
@@ -134,6 +139,13 @@ def array_specs(
     return specs
 
 
+def shared_design(config: Mapping[str, Any]) -> bool:
+    """Whether a run's (stored, untrusted) config says its subsets were resampled with
+    shared ends, whose steps store their covariance with the step before."""
+    subset = config.get("eval_subset")
+    return isinstance(subset, Mapping) and subset.get("resample") == "shared"
+
+
 #: the option a run is recorded with to hold each opt-in array (by name prefix: the
 #: per-class arrays are ``class_…``, the validation ones ``val_…``)
 RECORDED_BY = {
@@ -146,6 +158,9 @@ RECORDED_BY = {
     "class_": "per_class=True",
     "val_": "val_data=(inputs, targets)",
     "layer_lca_stderr": "eval_subset=n",
+    "lca_stderr": "eval_subset=n",
+    "layer_lca_cov_prev": "eval_subset=n, resample=True",
+    "lca_cov_prev": "eval_subset=n, resample=True",
 }
 
 

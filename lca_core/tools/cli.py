@@ -97,7 +97,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     """Time gradient passes of a model/data pair and forecast what tracking would cost."""
     from .estimate import estimate
 
-    result = estimate(setup_backend(args), steps=args.steps, eval_subset=args.eval_subset)
+    result = estimate(
+        setup_backend(args),
+        steps=args.steps,
+        eval_subset=args.eval_subset,
+        train_step_seconds=args.train_step_seconds,
+        target_ratio=args.target_ratio,
+    )
     print(result.table())
     return 0
 
@@ -271,8 +277,23 @@ def _estimate_arguments(parser: argparse.ArgumentParser) -> None:
         "constructor as a tuple (model, loss_fn, data) — as for `lca replay`",
     )
     parser.add_argument("--steps", type=int, help="optimizer steps to forecast for")
-    parser.add_argument("--eval-subset", type=_size, help="examples (or a fraction) per pass")
+    parser.add_argument(
+        "--eval-subset",
+        type=_size,
+        help="examples (or a fraction) per pass; also shows the resampled designs' cost",
+    )
     parser.add_argument("--batch-size", type=int, help="examples per evaluation chunk")
+    parser.add_argument(
+        "--train-step-seconds",
+        type=float,
+        help="one training step's seconds: show each setting's ratio to training",
+    )
+    parser.add_argument(
+        "--target-ratio",
+        type=float,
+        default=2.0,
+        help="name the settings within this ratio to training (with --train-step-seconds)",
+    )
 
 
 def _size(text: str) -> int | float:

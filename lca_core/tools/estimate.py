@@ -22,6 +22,9 @@ from ..protocol import Backend
 #: points evaluated per allocated step, fewest and most before refinement (refined steps add
 #: n new nodes when n panels double); a point costs a pass per split
 POINTS = {"auto": (1, 2), "simpson": (2, 2), "trapezoid": (1, 1), "first_order": (1, 1)}
+#: the same on a subset resampled at every point (``resample=``): the shared design
+#: evaluates each point once; the paired one each step's start again on its own subset
+RESAMPLED = {"resample=True": (1, 1), "resample='paired'": (2, 3)}
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class Estimate:
     groups: int | None = None
     #: with a subset: one pass over the full set, for comparison
     full_pass_seconds: float | None = None
+    #: one training step's seconds, when known: each setting's cost as a ratio to it
+    train_step_seconds: float | None = None
+    #: the ratio to training a setting must stay within to be named as reaching it
+    target_ratio: float = 2.0
 
     def table(self) -> str:
         grouped = f" in {self.groups} groups (for the error bars)" if self.groups else ""
@@ -62,22 +69,41 @@ class Estimate:
                 "with a validation set (val_data=, as `lca demo` has) each point is also "
                 "evaluated on it: twice these passes"
             )
+        ratio = "× training" if self.train_step_seconds else ""
         lines += [
             "",
-            f"{'rule':<12} {'passes/step':<12} {'s/step':<20}"
+            f"{'rule':<19} {'passes/step':<12} {'s/step':<20} {ratio:<12}"
             + (f"{self.steps} steps" if self.steps else ""),
         ]
-        for rule, points in POINTS.items():
+        settings = {**POINTS, **(RESAMPLED if self.groups else {})}
+        reaching = []
+        for rule, points in settings.items():
             low, high = (n * self.splits for n in points)
+            if rule in RESAMPLED:  # the validation set is whole: evaluated once per point
+                low, high = low + self.splits - 1, high + self.splits - 1
             per = (low * self.pass_seconds, high * self.pass_seconds)
             passes = f"{low}" if low == high else f"{low}–{high}"
             seconds = f"{per[0]:.3g}" if low == high else f"{per[0]:.3g}–{per[1]:.3g}"
+            times = ""
+            if self.train_step_seconds:
+                # tracked ÷ untracked: the step itself plus what LCA adds to it
+                low_ratio, high_ratio = (1 + p / self.train_step_seconds for p in per)
+                times = f"{low_ratio:.3g}" + ("" if low == high else f"–{high_ratio:.3g}")
+                if high_ratio <= self.target_ratio:
+                    reaching.append(rule)
             total = ""
             if self.steps:
                 total = _duration(per[0] * self.steps)
                 total += "" if low == high else f"–{_duration(per[1] * self.steps)}"
-            lines.append(f"{rule:<12} {passes:<12} {seconds:<20}{total}")
-        cut = ", ".join(knobs(self.pass_seconds, subset=self.groups is not None))
+            lines.append(f"{rule:<19} {passes:<12} {seconds:<20} {times:<12}{total}")
+        if self.train_step_seconds:
+            within = ", ".join(reaching) if reaching else "none of these; a smaller eval_subset"
+            lines.append(f"within {self.target_ratio:g}× the training (every step): {within}")
+        cut = ", ".join(
+            knobs(
+                self.pass_seconds, subset=self.groups is not None, resampled=self.groups is not None
+            )
+        )
         lines += [
             "",
             f"Steps whose residual is above tol add passes (refinement). To cut it: {cut}.",
@@ -91,10 +117,14 @@ def estimate(
     steps: int | None = None,
     eval_subset: int | float | None = None,
     repeats: int = 3,
+    train_step_seconds: float | None = None,
+    target_ratio: float = 2.0,
 ) -> Estimate:
     """Time ``repeats`` evaluations of one point as a tracked step makes them (after a
     first, compiling one) at ``backend``'s current parameters; with ``eval_subset``, the
-    full set's too, to show what the subset saves. The model is not changed."""
+    full set's too, to show what the subset saves, and the resampled designs' cost. With
+    ``train_step_seconds`` (one training step's), each setting's ratio to training and
+    those within ``target_ratio``. The model is not changed."""
     theta = np.asarray(backend.snapshot().theta, dtype=np.float64)
     validation = "val" in backend.splits
     full = None
@@ -112,6 +142,8 @@ def estimate(
         2 if validation else 1,
         subset["groups"] if subset else None,
         full,
+        train_step_seconds,
+        target_ratio,
     )
 
 

@@ -268,11 +268,43 @@ def test_eval_subset_gives_error_bars_in_every_framework(integration, tmp_path):
     tracker.close()
     run = open_run(tmp_path / "run")
     subset = run.config["eval_subset"]
-    n = len(problem()[1])
-    assert subset["size"] == n // 2 and subset["of"] == n
+    n = len(problem()[1])  # half the set, in 16 groups of equal size
+    assert subset["size"] == n // 2 - n // 2 % 16 and subset["of"] == n
     assert run.layer_lca_stderr.shape == run.layer_lca.shape
     assert np.all(run.layer_lca_stderr > 0) and np.all(np.isfinite(run.layer_lca_stderr))
     assert_every_step_within_tol(run)  # Σ A = ΔL on the subset, as on any set
+
+
+@pytest.mark.parametrize("design", [True, "paired"], ids=["shared", "paired"])
+def test_resampled_subsets_allocate_alike_in_every_integration(integration, design, tmp_path):
+    """A fresh subset at every point, drawn by the point's index: every framework draws
+    the same subsets and allocates the same steps, errors and run check as numpy."""
+    k0, b0, k1, b1 = init_weights()
+    runs = {}
+    for name, session in (("numpy", FunctionSession()), ("here", integration.session())):
+        if isinstance(session, FunctionSession):  # from the weights the others start from
+            session.theta = np.concatenate([k0.T.ravel(), b0, k1.T.ravel(), b1]).astype(float)
+        tracker = session.tracker(
+            tmp_path / name, eval_subset=32, resample=design, val_data=problem(3)
+        )
+        session.train(tracker, 4)
+        tracker.close()
+        runs[name] = open_run(tmp_path / name)
+    here, numpy = runs["here"], runs["numpy"]
+    assert here.design == ("shared" if design is True else "paired")
+    for name in ("layer_lca", "layer_lca_stderr", "lca_stderr", "val_layer_lca", "losses"):
+        np.testing.assert_allclose(here.array(name), numpy.array(name), rtol=2e-3, atol=2e-6)
+    check, reference = here.summary().run_check, numpy.summary().run_check
+    assert check is not None and check.consistent
+    assert check.loss_change == pytest.approx(reference.loss_change, rel=1e-4)
+    assert check.stderr == pytest.approx(reference.stderr, rel=2e-3)
+    assert here.summary().gradient_passes == numpy.summary().gradient_passes
+    if design is True:
+        np.testing.assert_allclose(
+            here.array("lca_cov_prev"), numpy.array("lca_cov_prev"), rtol=5e-3, atol=1e-9
+        )
+    else:  # Σ A = ΔL on each step's own subset (its start's loss is not the one stored)
+        assert np.all(np.abs(here.residuals) <= 1e-3) and here.converged.all()
 
 
 STREAMING = [i for i in INTEGRATIONS if i.session().streams]

@@ -40,7 +40,8 @@ def test_a_forecast_is_logged_after_the_second_step_and_the_time_is_measured(tmp
     # the knobs that apply: a pass of a few ms is too short for a subset to pay
     assert forecast.knobs == knobs(forecast.seconds_per_step / 2, rule="simpson")
     assert "every=k" in str(forecast) and "rule='auto'" in str(forecast)
-    assert "eval_subset" not in str(forecast)
+    assert "eval_subset=0.1" not in str(forecast)  # a subset of it would not pay
+    assert "eval_subset=<a training batch>, resample=True" in str(forecast)
     summary = tracker.close()
     assert summary.lca_seconds > 0 and summary.training_seconds >= 0
     assert "time in LCA" in str(summary)
@@ -72,7 +73,23 @@ def test_lca_estimate_times_passes_and_forecasts_each_rule(tmp_path, capsys):
     simpson = next(line for line in text.splitlines() if line.startswith("simpson"))
     assert simpson.split()[1] == "2"
     assert main(["estimate", "--setup", str(setup), "--eval-subset", "0.25"]) == 0
-    assert "one gradient pass over 100 examples" in capsys.readouterr().out
+    # 100 examples, rounded down to a multiple of the 16 groups (of equal size)
+    assert "one gradient pass over 96 examples" in capsys.readouterr().out
+
+
+def test_estimate_shows_the_resampled_designs_and_what_reaches_a_cost_ratio():
+    x, y, mlp, traj = problem()
+    backend = FunctionBackend(mlp.loss_and_grad, traj[0], data=(x, y), layout=mlp.layout)
+    result = estimate(backend, eval_subset=64, train_step_seconds=1e9, target_ratio=1.5)
+    text = result.table()
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line[:1].isalpha()}
+    assert rows["resample=True"][1] == "1" and rows["resample='paired'"][1] == "2–3"
+    assert rows["simpson"][1] == "2"
+    assert "within 1.5× the training (every step): auto, simpson" in text  # all, at 1e9 s
+    slow = estimate(backend, eval_subset=64, train_step_seconds=1e-9).table()
+    assert "within 2× the training (every step): none of these" in slow
+    whole = FunctionBackend(mlp.loss_and_grad, traj[0], data=(x, y), layout=mlp.layout)
+    assert "resample='paired'" not in estimate(whole).table()  # no subset: no designs
 
 
 def test_estimate_leaves_the_parameters_alone():
@@ -88,13 +105,17 @@ def test_estimate_leaves_the_parameters_alone():
     st.floats(0, 10),
     st.sampled_from(["simpson", "auto", "trapezoid", "first_order"]),
     st.booleans(),
+    st.booleans(),
 )
-def test_the_knobs_named_are_those_that_would_cut_the_cost(pass_seconds, rule, subset):
-    found = " ".join(knobs(pass_seconds, rule=rule, subset=subset))
+def test_the_knobs_named_are_those_that_would_cut_the_cost(pass_seconds, rule, subset, resampled):
+    found = " ".join(knobs(pass_seconds, rule=rule, subset=subset, resampled=resampled))
     assert "every=k" in found  # fewer tracked steps always cost less
     assert ("rule='auto'" in found) == (rule == "simpson")  # the others make one pass already
-    # a subset pass is many small group passes: it pays only where a pass is long
-    assert ("eval_subset" in found) == (not subset and pass_seconds >= SUBSET_PAYS_FROM_SECONDS)
+    # a subset pass has a grouped call's fixed cost: it pays only where a pass is long
+    fraction = not subset and pass_seconds >= SUBSET_PAYS_FROM_SECONDS
+    assert ("eval_subset=0.1" in found) == fraction
+    # every step for one pass over a batch, unless the run resamples already
+    assert ("resample=True" in found) == (not resampled)
 
 
 def test_estimate_evaluates_as_a_tracked_step_does(monkeypatch):

@@ -94,6 +94,8 @@ def test_store_round_trip(tmp_path_factory, layout, steps, seed):
     for key, value in stored.items():
         if key == "layers":
             assert value == pytest.approx(live[key], rel=1e-12, abs=1e-15)
+        elif value is None or isinstance(value, bool):
+            assert value == live[key]
         else:
             assert value == pytest.approx(live[key], rel=1e-12, abs=1e-15, nan_ok=True)
 

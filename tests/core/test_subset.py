@@ -74,7 +74,9 @@ def test_eval_subset_is_a_tracker_option_and_costs_in_proportion(tmp_path):
     tracker.start(traj[0])
     tracker.update(traj[0], traj[1])
     tracker.close()
-    assert len(backend.sets["train"][0]) == 120  # every pass reads 120 examples, not 1200
+    # every pass reads 112 examples, not 1200: 120 rounded down to 16 groups of 7
+    assert len(backend.sets["train"][0]) == 112
+    assert np.bincount(backend.group_of("train")).tolist() == [7] * 16
     assert open_run(tmp_path / "run").layer_lca_stderr.shape == (1, 2)
     other = FunctionBackend(mlp.loss_and_grad, traj[0], data=(x, y), layout=mlp.layout)
     with pytest.raises(ValueError, match="cannot be combined"):

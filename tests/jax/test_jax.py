@@ -363,3 +363,24 @@ def test_bfloat16_parameters_are_summed_in_float32(digits):
         [np.asarray(g, np.float64).ravel() for g in jax.tree_util.tree_leaves(reference)]
     )
     np.testing.assert_allclose(ev.grad, flat, rtol=0.05, atol=0.02 * np.abs(flat).max())
+
+
+@pytest.mark.parametrize("batch_size", [4096, 3], ids=["one_chunk", "chunks"])
+def test_a_subsets_groups_are_evaluated_together_as_one_by_one(digits, batch_size):
+    """Groups of equal size are vmapped, each scanning its own chunks: the same sums as
+    the scan over every group's chunks in turn."""
+    x, y = digits
+    backend = JaxBackend(mlp_loss, init_mlp(), (x, y), batch_size=batch_size)
+    backend.use_subset(160, seed=4)
+    chunks = backend.chunks("train", True)
+    assert chunks.stacked and chunks.groups == 16
+    theta = backend.snapshot().theta
+    together = backend.evaluate([theta], per_class=True)[0]
+    backend._chunks[("train", True)] = chunks._replace(stacked=False)
+    in_turn = backend.evaluate([theta], per_class=True)[0]
+    np.testing.assert_allclose(together.class_grads, in_turn.class_grads, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(together.class_losses, in_turn.class_losses, rtol=1e-6)
+    # classes spanning unequal numbers of chunks are scanned in turn
+    skewed = np.where(np.arange(len(y)) < len(y) // 2, 0, y)
+    per_class = JaxBackend(mlp_loss, init_mlp(), (x, skewed), batch_size=16)
+    assert not per_class.chunks("train", True).stacked
