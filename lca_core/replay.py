@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .allocator import Allocator
 from .contract import resolve_options
 from .engine.summary import Summary
-from .options import Options
+from .options import Options, resample_design
 from .parallel import ray_replay
 from .protocol import Backend, Snapshot
 from .storage.run import open_run
@@ -83,6 +83,10 @@ def replay(
     opts = Options.of(resolve_options(options, "lca_core.replay")).with_(
         store=out or run_path, resume=True, every=every
     )
+    if opts.eval_subset is not None:  # a tracker's option: the backend's subset, as a tracker's
+        backend.use_subset(
+            opts.eval_subset, resample=resample_design(opts.resample, opts.eval_subset)
+        )
     validation = "val" in backend.splits
     allocator = Allocator(backend, options=opts, validation=validation)
     first, last = allocator.steps, run.recorded_steps

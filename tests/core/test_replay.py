@@ -61,3 +61,24 @@ def test_replay_needs_a_trajectory(tmp_path):
     alloc.close()
     with pytest.raises(ValueError, match="store_trajectory=True"):
         replay(tmp_path / "run", backend)
+
+
+@pytest.mark.parametrize("resample", [False, True], ids=["fixed", "resampled"])
+def test_replay_takes_a_subset_as_a_tracker_does(tmp_path, resample):
+    """``eval_subset`` (and ``resample``) given to replay evaluate the recorded trajectory
+    on the subset a tracker would have used: the same allocation as live."""
+    backend, traj = setup()
+    backend.use_subset(64, resample="shared" if resample else None)
+    live = Allocator(backend, tmp_path / "live")
+    live.start(traj[0])
+    for theta in traj[1:]:
+        live.advance(theta)
+    live.close()
+    fresh, _ = setup()
+    record(tmp_path / "rec", fresh, traj)
+    summary = replay(tmp_path / "rec", fresh, eval_subset=64, resample=resample, progress=False)
+    a, b = open_run(tmp_path / "live"), open_run(tmp_path / "rec")
+    assert b.config["eval_subset"] == a.config["eval_subset"]
+    np.testing.assert_allclose(b.layer_lca, a.layer_lca, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(b.layer_lca_stderr, a.layer_lca_stderr, rtol=1e-9)
+    assert (summary.run_check is not None) == resample
