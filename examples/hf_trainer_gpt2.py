@@ -42,3 +42,5 @@ trainer = Trainer(
 )
 trainer.train()
 print(callback.summary())
+if torch.distributed.is_initialized():  # under torchrun: the Trainer's process group, closed
+    torch.distributed.destroy_process_group()  # (left to exit, gloo's threads may abort)
