@@ -186,7 +186,6 @@ class TorchBackend(BackendBase):
         self._vmap_works: bool | None = None
         #: seconds of a grouped pass each way, timed on the first ones ("auto")
         self._group_seconds: dict[str, float] = {}
-        self._vmap_warm = False
         self._whole: tuple[torch.Tensor, torch.Tensor] | None = None
         self._has_bn = any(isinstance(m, _BATCHNORM) for m in model.modules())
         dtypes = {p.dtype for p in self._params}
@@ -255,11 +254,11 @@ class TorchBackend(BackendBase):
         if isinstance(chunks[0][0], Mapping):  # dict batches: every tensor indexed alike
             xs = {k: torch.cat([c[0][k] for c in chunks])[at] for k in chunks[0][0]}
             return [({k: v[i : i + b] for k, v in xs.items()}, None) for i in range(0, len(at), b)]
-        if split != "full" or self._whole is None:  # the whole set, joined once for its draws
+        joined = self._whole if split == "full" else None  # joined once for all its draws
+        if joined is None:
             joined = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
-            self._whole = joined if split == "full" else None
-        else:
-            joined = self._whole
+            if split == "full":
+                self._whole = joined
         x, y = joined[0][at], joined[1][at]
         return [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
 
@@ -331,12 +330,17 @@ class TorchBackend(BackendBase):
             self._views_at = where if all(p.is_contiguous() for p in self._params) else None
         return self._views
 
-    def evaluate_split(
-        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
-    ) -> list[Evaluation]:
+    def _leaves(self) -> _Leaves:
+        """The evaluation's leaf tensors: a small model's kept between calls."""
         leaves = self._kept_leaves or self._new_leaves()
         if self._keep_leaves:
             self._kept_leaves = leaves
+        return leaves
+
+    def evaluate_split(
+        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
+    ) -> list[Evaluation]:
+        leaves = self._leaves()
         source = state if state is not None else self._places.buffers()
         buffers = {k: torch.empty_like(b) for k, b in source.items()}  # filled per pass
         with (
@@ -353,9 +357,7 @@ class TorchBackend(BackendBase):
         the full set): the chunks, weights and BatchNorm policy of a gradient pass."""
         chunks = self.sets[split]
         total = total_of(chunks)
-        leaves = self._kept_leaves or self._new_leaves()
-        if self._keep_leaves:
-            self._kept_leaves = leaves
+        leaves = self._leaves()
         source = state if state is not None else self._places.buffers()
         buffers = {k: b.clone() for k, b in source.items()}  # BatchNorm updates them
         loss64 = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -504,26 +506,24 @@ class TorchBackend(BackendBase):
         groups = self.num_groups
         assert groups is not None
         mode = self._group_mode() if self.subset is not None else "loop"
+        if mode == "timing" and "vectorized" in self._group_seconds:  # the loop's turn
+            started = time.perf_counter()
+            looped = self._looped(params, buffers, source, split, groups, total)
+            self._group_seconds["loop"] = time.perf_counter() - started
+            return looped
         if mode != "loop":
+            # timed from its second call (the first initialises torch.func), with the
+            # stacking each new subset needs, as the loop's time holds its regrouping
+            timed = mode == "timing" and self._vmap_works is True
+            started = time.perf_counter()
             if split not in self._stacked:
                 self._stacked[split] = stack_groups(chunks, self.group_of(split), groups)
             stacked = self._stacked[split]
-            timed = mode == "timing" and self._vmap_warm  # the first call initialises vmap
-            if stacked is not None and (
-                mode == "vectorized" or "vectorized" not in self._group_seconds
-            ):
-                started = time.perf_counter()
-                found = self._vectorized(leaves, source, stacked, total)
-                if found is not None:
-                    if timed:
-                        self._group_seconds["vectorized"] = time.perf_counter() - started
-                    self._vmap_warm = True
-                    return Evaluation.from_groups(*found, per_class=True)
-            elif stacked is not None:  # timing: the loop's turn
-                started = time.perf_counter()
-                looped = self._looped(params, buffers, source, split, groups, total)
-                self._group_seconds["loop"] = time.perf_counter() - started
-                return looped
+            found = None if stacked is None else self._vectorized(leaves, source, stacked, total)
+            if found is not None:
+                if timed:
+                    self._group_seconds["vectorized"] = time.perf_counter() - started
+                return Evaluation.from_groups(*found, per_class=True)
         return self._looped(params, buffers, source, split, groups, total)
 
     def _looped(

@@ -25,6 +25,7 @@ from .evaluation_data import (
     resident_budget,
     set_name,
     subset_index,
+    subset_size,
 )
 
 #: how BatchNorm normalises during evaluation: each fixed chunk's statistics, or the
@@ -126,8 +127,9 @@ class BackendBase(Backend):
         if resample is not None:
             self.sets["full"] = self.sets["train"]
         whole = "full" if resample is not None else "train"
-        total = len(self.labels(whole))
-        n = len(subset_index(self.labels(whole), total, size, seed))
+        labels = self.labels(whole)
+        total = len(labels)
+        n = subset_size(size, total)
         if n < 2:
             raise ValueError(
                 f"eval_subset={size!r} leaves {n} example; a subset needs at least 2, for "
@@ -143,7 +145,7 @@ class BackendBase(Backend):
             "weights": [1.0 / groups] * groups,
             "resample": resample,
         }
-        self._take_subset(whole, subset_index(self.labels(whole), total, n, seed))
+        self._take_subset(whole, subset_index(labels, total, n, seed))
 
     def draw_subset(self, draw: int) -> None:
         """With ``resample``: evaluate the subset of draw number ``draw`` (the trajectory

@@ -105,11 +105,9 @@ def infer_num_classes(labels: Any) -> int | None:
     return None
 
 
-def subset_index(
-    labels: Any, total: int, size: int | float, seed: int | Sequence[int] = 0
-) -> np.ndarray:
-    """A fixed, seeded subset of ``total`` examples: ``size`` of them (or that fraction),
-    stratified by class when the labels are integer classes, sorted (the set's order)."""
+def subset_size(size: int | float, total: int) -> int:
+    """``eval_subset`` as a number of examples of ``total``: ``size`` itself, or that
+    fraction of them; anything else is refused."""
     if isinstance(size, float) and not isinstance(size, bool) and 0 < size <= 1:
         size = max(1, round(size * total))
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= total:
@@ -117,6 +115,15 @@ def subset_index(
             f"eval_subset must be a number of examples in 1…{total} or a fraction in (0, 1], "
             f"not {size!r}"
         )
+    return size
+
+
+def subset_index(
+    labels: Any, total: int, size: int | float, seed: int | Sequence[int] = 0
+) -> np.ndarray:
+    """A fixed, seeded subset of ``total`` examples: ``size`` of them (or that fraction),
+    stratified by class when the labels are integer classes, sorted (the set's order)."""
+    size = subset_size(size, total)
     rng = np.random.default_rng(seed)
     y = np.asarray(labels) if labels is not None else None
     if y is None or y.ndim != 1 or y.dtype.kind not in "iu":

@@ -93,9 +93,9 @@ def step_result(
             # summed as group_allocations already: (G, layers), or (G, parts, layers)
             groups = grouped.value()
             if deltas is not None:
-                part_stderr = layer_stderr(groups, subset)
+                part_stderr = group_stderr(groups, subset)
                 groups = groups.sum(axis=1)
-            both = layer_stderr(with_total(groups), subset)
+            both = group_stderr(with_total(groups), subset)
             stderr, total_stderr = both[:-1], float(both[-1])
         grouped = None  # random groups, not classes: nothing to store per class
     val = integral.grads.get("val")
@@ -162,15 +162,16 @@ class SharedEnds:
         grouped = integral.class_grads["train"]
         assert grouped is not None and grouped.rule == "trapezoid" and grouped.n == 1
         start, end = grouped.g0 * 0.5, grouped.g1 * 0.5  # (G, layers) or (G, parts, layers)
+
+        def stderr(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # ends on independent subsets
+            return np.hypot(group_stderr(a, subset), group_stderr(b, subset))
+
         parts = None
         if start.ndim == 3:
-            parts = np.sqrt(
-                group_covariance(start, start, subset) + group_covariance(end, end, subset)
-            )
+            parts = stderr(start, end)
             start, end = start.sum(axis=1), end.sum(axis=1)
         start, end = with_total(start), with_total(end)
-        variance = group_covariance(start, start, subset) + group_covariance(end, end, subset)
-        se = np.sqrt(np.maximum(variance, 0.0))
+        se = stderr(start, end)
         cov = np.zeros(len(se)) if before is None else group_covariance(before, start, subset)
         return cls(se[:-1], float(se[-1]), parts, cov, end)
 
@@ -186,13 +187,3 @@ def group_allocations(layout: Layout, delta: np.ndarray) -> Callable[[np.ndarray
             [np.stack([layout.reduce_by_layer(row * d) for d in delta]) for row in groups]
         )
     return lambda groups: np.stack([layout.reduce_by_layer(row * delta) for row in groups])
-
-
-def layer_stderr(group_layer_lca: np.ndarray, subset: Mapping[str, Any]) -> np.ndarray:
-    """Standard error of each layer's LCA on a subset as an estimate of the full set's.
-
-    The LCA is a mean over examples, so the subset's is a sample mean: with group parts
-    P_g = w_g·a_g (w_g = n_g/n, Σ_g P_g = the layer's LCA), SE² = G/(G−1)·Σ_g (P_g − w_g·Ā)²
-    times the finite-population correction 1 − n/N (:func:`group_stderr`).
-    """
-    return group_stderr(group_layer_lca, subset)

@@ -20,6 +20,12 @@ from .parts import PARTS
 from .resampled import CheckResult, RunCheck, check_result
 from .step import StepResult
 
+#: what cuts a resampled run's error when its check finds it inconsistent
+RESAMPLED_REMEDY = (
+    "Use resample='paired' (refined steps), a larger eval_subset, or smaller steps "
+    "(docs/concepts.md, 'Resampled subsets')."
+)
+
 
 def percent(share: float) -> str:
     """A share as a percentage that never rounds a small nonzero share to 0."""
@@ -116,10 +122,7 @@ class Summary:
         if not problems:
             return None
         if self.run_check is not None:
-            return (
-                "; ".join(problems) + ". Use resample='paired' (refined steps), a larger "
-                "eval_subset, or smaller steps (docs/concepts.md, 'Resampled subsets')."
-            )
+            return "; ".join(problems) + f". {RESAMPLED_REMEDY}"
         return (
             "; ".join(problems)
             + ". Lower tol or raise max_panels (docs/concepts.md, 'When a step is accepted')."
@@ -132,8 +135,7 @@ class Summary:
         if self.run_check is not None:
             if not self.run_check.consistent:
                 raise BudgetExceededError(
-                    f"{self.run_check}. Use a larger eval_subset, or resample='paired'; the "
-                    "run's data is saved."
+                    f"{self.run_check}. {RESAMPLED_REMEDY} The run's data is saved."
                 )
             return
         if self.steps and not self.budget_used <= self.budget:
@@ -161,11 +163,16 @@ class Summary:
             ]
         rows = [
             ("steps", f"{self.steps}", "optimizer steps whose loss change was allocated"),
-            ("loss", f"{self.loss_start:.4f} → {self.loss_end:.4f}", "on the evaluation set"),
+            (
+                "loss",
+                f"{self.loss_start:.4f} → {self.loss_end:.4f}",
+                "on the full evaluation set, at the run's ends (the steps saw subsets)"
+                if self.resampled
+                else "on the evaluation set",
+            ),
             ("loss change ΔL", f"{self.loss_change:+.6f}", "negative = the network learned"),
             ("Σ LCA", f"{self.sum_lca:+.6f}", "should equal ΔL"),
-            ("Σ residual", f"{self.sum_residual:+.2e}", "ΔL − Σ LCA: the integration error"),
-            self._budget_row(),
+            *self._accuracy_rows(),
             (
                 "unconverged steps",
                 f"{self.unconverged_steps}",
@@ -173,20 +180,6 @@ class Summary:
             ),
             *self._helped_rows(),
         ]
-        if self.resampled:
-            rows[1] = (
-                "loss",
-                f"{self.loss_start:.4f} → {self.loss_end:.4f}",
-                "on the full evaluation set, at the run's ends (the steps saw subsets)",
-            )
-            check = str(self.run_check) if self.run_check is not None else "not yet made"
-            rows[4:6] = [
-                (
-                    "run check",
-                    check,
-                    "Σ LCA on resampled subsets (± 1 standard error) vs the full set's ΔL",
-                )
-            ]
         if self.parts:
             rows.insert(
                 4,
@@ -227,6 +220,18 @@ class Summary:
                 )
             )
         return rows
+
+    def _accuracy_rows(self) -> list[tuple[str, str, str]]:
+        """What says the allocation is right: the residual and the budget, or a resampled
+        run's check against the full set."""
+        if self.resampled:
+            check = str(self.run_check) if self.run_check is not None else "not yet made"
+            why = "Σ LCA on resampled subsets (± 1 standard error) vs the full set's ΔL"
+            return [("run check", check, why)]
+        return [
+            ("Σ residual", f"{self.sum_residual:+.2e}", "ΔL − Σ LCA: the integration error"),
+            self._budget_row(),
+        ]
 
     def _helped_rows(self) -> list[tuple[str, str, str]]:
         if self.pct_helped is None:

@@ -32,7 +32,9 @@ def group_covariance(a: np.ndarray, b: np.ndarray, subset: Mapping[str, Any]) ->
 
 
 def group_stderr(parts: np.ndarray, subset: Mapping[str, Any]) -> np.ndarray:
-    """Standard error of Σ_g parts_g as an estimate of the full set's value."""
+    """Standard error of Σ_g parts_g as an estimate of the full set's value: the LCA is a
+    mean over examples, so the subset's is a sample mean, with group parts P_g = w_g·a_g
+    (w_g = n_g/n, Σ_g P_g = the layer's LCA)."""
     return np.sqrt(np.maximum(group_covariance(parts, parts, subset), 0.0))
 
 

@@ -11,7 +11,7 @@ from lca_core import Allocator, FunctionBackend, Tracker, open_run
 from lca_core.backend_kit.evaluation_data import subset_index
 from lca_core.backend_kit.numpy_models import MLP
 from lca_core.engine.quadrature import nodes, weights
-from lca_core.engine.step import layer_stderr
+from lca_core.engine.uncertainty import group_stderr
 from tests.core.models import digits_like, sgd
 
 
@@ -101,7 +101,7 @@ def test_subset_errors_are_those_of_the_groups_full_gradients(tol):
         points = [theta1 if s == 1 else theta0 + s * delta for s in nodes(rule, result.panels)]
         groups = np.array([ev.class_grads for ev in backend.evaluate(points, per_class=True)])
         mean = np.tensordot(weights(rule, result.panels), groups, axes=1)  # (G, K)
-        expected = layer_stderr(mlp.layout.reduce_by_layer(mean * delta), backend.subset)
+        expected = group_stderr(mlp.layout.reduce_by_layer(mean * delta), backend.subset)
         np.testing.assert_allclose(result.layer_lca_stderr, expected, rtol=1e-9, atol=1e-15)
     # refined to max_panels / some step on its first try (the first is refined for the
     # run's budget: its residual is a large share of its own loss change)
