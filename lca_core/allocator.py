@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .arrays import working_copy
 from .contract import check_allocation, resolve_options
 from .engine.cost import CostMeter, Forecast
 from .engine.evaluator import step_evaluator
@@ -43,7 +44,7 @@ class _Point:
     """The current point of the trajectory with its evaluations, one per split."""
 
     snapshot: Snapshot
-    theta: np.ndarray  # float64 copy used for interpolation
+    theta: Any  # the working copy interpolated from (lca_core.arrays.working_copy)
     evals: dict[str, Evaluation]
 
 
@@ -170,8 +171,8 @@ class Allocator:
         if snapshot is None:
             snapshot = self.backend.snapshot()
         if not isinstance(snapshot, Snapshot):
-            snapshot = Snapshot(np.asarray(snapshot))
-        self.layout.check_vector(np.asarray(snapshot.theta), "the parameter vector")
+            snapshot = Snapshot(snapshot if hasattr(snapshot, "shape") else np.asarray(snapshot))
+        self.layout.check_vector(snapshot.theta, "the parameter vector")
         return snapshot
 
     def start(self, snapshot: Snapshot | np.ndarray | None = None) -> float:
@@ -181,7 +182,7 @@ class Allocator:
 
     def _start(self, snapshot: Snapshot | np.ndarray | None) -> float:
         snap = self._as_snapshot(snapshot)
-        theta = np.asarray(snap.theta, dtype=np.float64)
+        theta = working_copy(snap.theta)
         evals: dict[str, Evaluation] = {}
         if not self.options.record_only:
             where = f"θ_{self._step}"
@@ -199,7 +200,7 @@ class Allocator:
             self.running.start(evals["train"].loss, val.loss if val is not None else None)
         self._point = _Point(snap, theta, evals)
         if self.recorder is not None:
-            self.recorder.start(np.asarray(snap.theta), evals or None)
+            self.recorder.start(snap.theta, evals or None)
         return evals["train"].loss if evals else float("nan")
 
     def advance(
@@ -250,7 +251,7 @@ class Allocator:
         if self._point is None:
             raise RuntimeError("call start() before the first optimizer step")
         new = self._as_snapshot(snapshot)
-        theta1 = np.asarray(new.theta, dtype=np.float64)
+        theta1 = working_copy(new.theta)
         result = None
         if self.options.record_only:
             evals1: dict[str, Evaluation] = {}
@@ -259,7 +260,7 @@ class Allocator:
             self.running.add(result)
         self._point = _Point(new, theta1, evals1)
         if self.recorder is not None:
-            self.recorder.append(np.asarray(new.theta), evals1 or None, result)
+            self.recorder.append(new.theta, evals1 or None, result)
         self._step += 1
         return result
 
@@ -275,7 +276,7 @@ class Allocator:
         sequential replay would (the nodes are nested), so the run is the same."""
         if self._point is None:
             raise RuntimeError("call start() before recording allocated steps")
-        theta = np.asarray(snapshot.theta, dtype=np.float64)
+        theta = working_copy(snapshot.theta)
         self.evaluate.passes += passes
         if not self._meets(result):
             with self.cost.measure():
@@ -283,7 +284,7 @@ class Allocator:
         self.running.add(result)
         self._point = _Point(snapshot, theta, evals)
         if self.recorder is not None:
-            self.recorder.append(np.asarray(snapshot.theta), evals, result)
+            self.recorder.append(snapshot.theta, evals, result)
         self._step += 1
 
     def _meets(self, result: StepResult) -> bool:

@@ -1,7 +1,8 @@
 """The layout of a model's trainable parameters as one flat float vector.
 
-Every backend maps its parameters to a flat vector θ ∈ R^K in layout order; the core only
-ever sees flat numpy vectors, so allocation, storage and analysis are framework-free.
+Every backend maps its parameters to a flat vector θ ∈ R^K in layout order; the core sees
+flat vectors (numpy, or a framework's arrays on their device: :mod:`lca_core.arrays`), so
+allocation, storage and analysis are framework-free.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import kernels, on_host
 from .errors import LayoutMismatchError
 
 
@@ -164,8 +166,28 @@ class Layout:
         out[..., nonempty] = np.add.reduceat(values, starts, axis=-1, dtype=dtype)
         return out
 
+    @cached_property
+    def _device_spans(self) -> tuple[tuple[int, ...], bool]:
+        """The bounds a device array is reduced over: the layers' where they are
+        consecutive (True), else the parameters' (False: grouped by layer on the host)."""
+        if self._layer_starts is not None:
+            return (*self._layer_starts.tolist(), self.size), True
+        return tuple(self.offsets.tolist()), False
+
+    def _by_layer_of_spans(self, sums: np.ndarray, axis: int = -1) -> np.ndarray:
+        """Sums over :attr:`_device_spans` (along ``axis``) as sums by layer."""
+        if self._device_spans[1]:
+            return sums
+        sums = np.moveaxis(sums, axis, -1)
+        by_layer = np.stack([sums[..., m].sum(axis=-1) for m in self._layer_members], axis=-1)
+        return np.moveaxis(by_layer, -1, axis)
+
     def reduce_by_layer(self, values: np.ndarray, dtype: Any = None) -> np.ndarray:
-        """Sum a (..., K) array over each layer's coordinates → (..., n_layers)."""
+        """Sum a (..., K) array over each layer's coordinates → (..., n_layers); a device
+        array's sums are float64 on the host."""
+        if not on_host(values):  # reduced on its device, only the sums moved
+            bounds = self._device_spans[0]
+            return self._by_layer_of_spans(kernels(values).segment_sums(values, bounds))
         # no BLAS here: it would wake OpenBLAS threads that fight the framework's own pool
         if self._layer_starts is not None:
             return np.add.reduceat(values, self._layer_starts, axis=-1, dtype=dtype)
@@ -259,8 +281,12 @@ def flat_vector(arrays: Iterable[Any]) -> np.ndarray:
 def sign_counts(lca: np.ndarray, layout: Layout) -> np.ndarray:
     """(…, K) allocations → (…, layers, 3) parameters that helped (A < 0), hurt (A > 0) and
     were zero: the one definition of the counts behind every helped / hurt share."""
-    helped = layout.count_by_layer(lca < 0)
-    hurt = layout.count_by_layer(lca > 0)
+    if not on_host(lca):  # counted on its device, only the counts moved
+        both = kernels(lca).sign_counts(lca, layout._device_spans[0])  # (…, spans, 2)
+        helped, hurt = (layout._by_layer_of_spans(both[..., i]) for i in (0, 1))
+    else:
+        helped = layout.count_by_layer(lca < 0)
+        hurt = layout.count_by_layer(lca > 0)
     # np.array, not np.stack: one C call where np.stack is a Python function of many (it
     # is a measurable part of a small model's step)
     counts = np.array([helped, hurt, layout.layer_sizes - helped - hurt])

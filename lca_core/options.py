@@ -103,6 +103,14 @@ class Options:
     batch_size: int | None = _option(
         None, "examples per evaluation chunk (None: the backend's default)", part="backend"
     )
+    arithmetic: str | None = _option(
+        None,
+        "where lca's K-long arithmetic runs: 'device' (the gradients' own: only per-layer "
+        "numbers reach the host), 'host' (numpy float64, the reference), or None/'auto' "
+        "(device where the backend can)",
+        part="backend",
+        replay=False,
+    )
     progress: bool = _option(False, "show a progress bar", part="tracker")
     optimizer: Any = _option(
         None,

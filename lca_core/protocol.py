@@ -1,8 +1,10 @@
 """What a backend must provide so the core can allocate loss changes for its models.
 
 The core talks to frameworks only through this protocol: flat float vectors in, losses
-and flat gradients (float64, reduced over the whole evaluation set) out. See
-``docs/backends.md`` for a walk-through of writing one.
+and flat gradients (reduced over the whole evaluation set) out — numpy float64 vectors, or
+the framework's own arrays on its device where the backend keeps the arithmetic there
+(``arithmetic``: :mod:`lca_core.arrays`). See ``docs/backends.md`` for a walk-through of
+writing one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .arrays import kernels, namespace, on_host, to_host
 from .layout import Layout
 
 
@@ -30,13 +33,16 @@ class Evaluation:
     class_grads: np.ndarray | None = None
 
     @classmethod
-    def from_groups(cls, losses: np.ndarray, grads: np.ndarray, per_class: bool) -> Evaluation:
-        """From per-group sums (G,) and (G, K): per-class parts, or the single group."""
-        losses = np.asarray(losses, dtype=np.float64)
-        grads = np.asarray(grads, dtype=np.float64)
+    def from_groups(cls, losses: Any, grads: Any, per_class: bool) -> Evaluation:
+        """From per-group sums (G,) and (G, K): per-class parts, or the single group. The
+        losses come to the host (float64); the gradients stay where they are, numpy
+        ones as float64."""
+        losses = to_host(losses, np.float64)
+        if on_host(grads):
+            grads = np.asarray(grads, dtype=np.float64)
         if per_class:
-            return cls(float(losses.sum()), grads.sum(axis=0), losses, grads)
-        return cls(float(losses[0]), grads[0])
+            return cls(float(losses.sum()), namespace(grads).sum(grads, axis=0), losses, grads)
+        return cls(float(losses[0]), kernels(grads).rows(grads)[0])
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .allocator import Allocator
+from .arrays import to_host
 from .backend_kit.splitters import Splitter
 from .contract import integration, resolve_options
 from .dashboards import Dashboard
@@ -157,7 +158,7 @@ class Tracker:
         """Mark θ_0 (default: the model's parameters now) and evaluate it."""
         snap = self.backend.snapshot() if params is None else Snapshot(self.flatten(params))
         self.allocator.start(snap)
-        self._last_theta = np.asarray(snap.theta)
+        self._last_theta = snap.theta
         self._started = True
 
     def begin(self) -> None:
@@ -168,7 +169,7 @@ class Tracker:
             self._check_untouched(self.backend.snapshot().theta)
         if self.splitter is not None:
             assert self._last_theta is not None
-            self.splitter.before(np.asarray(self._last_theta, dtype=np.float64))
+            self.splitter.before(to_host(self._last_theta, np.float64))
 
     def end(self) -> StepResult | None:
         """Call just after ``optimizer.step()``; allocates when a block of ``every`` is done."""
@@ -205,7 +206,7 @@ class Tracker:
                 )
             states = tuple(opt_state)
             assert self._last_theta is not None
-            self.splitter.before(np.asarray(self._last_theta, dtype=np.float64), states[0])
+            self.splitter.before(to_host(self._last_theta, np.float64), states[0])
         # a host copy at once: safe when the next jitted step donates these buffers
         return self._advance(Snapshot(self.flatten(params_after)), states[1])
 
@@ -213,8 +214,8 @@ class Tracker:
     def _advance(self, snap: Snapshot, opt_state: Any = None) -> StepResult | None:
         self.optimizer_steps += 1
         if self.splitter is not None:
-            self._split(np.asarray(snap.theta), opt_state)
-        self._last_theta = np.asarray(snap.theta)
+            self._split(snap.theta, opt_state)
+        self._last_theta = snap.theta
         if self.optimizer_steps % self.every:
             return None
         had_forecast = self.allocator.forecast is not None
@@ -245,8 +246,9 @@ class Tracker:
         assert self.splitter is not None and self._last_theta is not None
         parts = self.splitter.after(opt_state)
         gradient = parts.pop("gradient", None)
-        theta = np.asarray(self._last_theta, dtype=np.float64)
-        delta = np.asarray(theta_after, dtype=np.float64) - theta
+        # the splitters read the optimizer's state on the host: θ comes there too
+        theta = to_host(self._last_theta, np.float64)
+        delta = to_host(theta_after, np.float64) - theta
         still = delta == 0  # not moved (frozen, or a step GradScaler skipped): no parts
         for v in (*parts.values(), *(() if gradient is None else (gradient,))):
             v[still] = 0.0

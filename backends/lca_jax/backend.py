@@ -25,12 +25,14 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
+from lca_core.arrays import check_arithmetic
 from lca_core.backend_kit.base import DEFAULT_EVAL_BATCH, BackendBase
 from lca_core.backend_kit.evaluation_data import PaddedChunks, array_sets, resident_budget
 from lca_core.errors import DistributedError, EvaluationDataError, LossShapeError
 from lca_core.layout import flat_vector
 
 from . import nnx
+from .kernels import KERNELS
 from .nnx import ModuleParameters
 
 DEFAULT_MAX_VMAP = 4
@@ -176,6 +178,19 @@ def full_pass(
     return jax.vmap(one_point)(thetas)
 
 
+@partial(jax.jit, static_argnames="dtype")
+def _stack_as(thetas: tuple[jax.Array, ...], dtype: Any) -> jax.Array:
+    return jnp.stack([t.astype(dtype) for t in thetas])
+
+
+@jax.jit
+def _sum_blocks(grads: tuple[jax.Array, ...]) -> jax.Array:
+    total = grads[0]
+    for g in grads[1:]:
+        total = total + g
+    return total
+
+
 def _by_group(tree: Any, groups: int) -> Any:
     """(chunks, ...) arrays as (groups, chunks per group, ...)."""
     return jax.tree_util.tree_map(lambda a: a.reshape(groups, -1, *a.shape[1:]), tree)
@@ -283,6 +298,10 @@ class JaxBackend(BackendBase):
         max_vmap: most quadrature nodes evaluated in one vmapped call.
         devices: the devices to evaluate on (default: every local device, or the job's).
         resident_bytes: most bytes of the set kept on the devices; a larger one is streamed.
+        arithmetic: where lca's own K-long arithmetic runs: "device" (the default, "auto",
+            in one process: θ, Δ, the quadrature's sums and A as JAX arrays, float64 with
+            ``jax_enable_x64``, else float32 with compensated sums; only per-layer numbers
+            to the host) or "host" (numpy float64; a job of several processes).
 
     Raises:
         EmptyEvaluationSetError, EvaluationDataError: unusable evaluation data.
@@ -308,7 +327,12 @@ class JaxBackend(BackendBase):
         max_vmap: int = DEFAULT_MAX_VMAP,
         devices: Sequence[jax.Device] | None = None,
         resident_bytes: int | None = None,
+        arithmetic: str | None = None,
     ) -> None:
+        # several processes hold θ each in its own devices: their arithmetic stays on the host
+        self.arithmetic = check_arithmetic(
+            arithmetic or "auto", device=jax.process_count() == 1, backend="JaxBackend"
+        )
         self.module = ModuleParameters(params, loss_fn) if nnx.is_module(params) else None
         if self.module is not None:
             loss_fn, params = self.module.loss_fn, self.module.params()
@@ -375,45 +399,83 @@ class JaxBackend(BackendBase):
             "processes": jax.process_count(),
             "streamed": self.streamed("train"),
             "reduction": f"Kahan-compensated {np.promote_types(self.dtype, np.float32).name}",
+            "arithmetic": self.arithmetic,
         }
+
+    def vector(self, params: Any) -> Any:
+        """θ of a pytree (or a list of arrays) as the core computes with it: one JAX array
+        where the leaves are, with device arithmetic (a new buffer: a jitted step may
+        donate the leaves'), else a host vector (:func:`flatten`)."""
+        leaves = jax.tree_util.tree_leaves(params)
+        if self.arithmetic == "host":
+            return flat_vector(leaves)
+        leaves = [jnp.asarray(leaf) for leaf in leaves]
+        dtype = jnp.result_type(*leaves)
+        return jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
 
     def snapshot(self) -> Snapshot:
         if self.module is not None:  # the model as it is now
-            return Snapshot(flatten(self.module.params()))
-        return Snapshot(flatten(self.params))
+            return Snapshot(self.vector(self.module.params()))
+        return Snapshot(self.vector(self.params))
 
     def evaluate_split(
-        self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
+        self, thetas: list[Any], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
+        """Each θ's evaluation, answered in the kind of array θ came as: JAX arrays stay on
+        their device (device arithmetic), host vectors get float64 host gradients."""
         out: list[Evaluation] = []
+        on_device = isinstance(thetas[0], jax.Array)
         for start in range(0, len(thetas), self.max_vmap):
             batch = thetas[start : start + self.max_vmap]
-            group = np.empty((len(batch), self.layout.size), dtype=self.dtype)
-            for row, theta in zip(group, batch, strict=True):
-                row[...] = theta  # cast in place: np.stack of casts makes more calls
-            # a host array goes to the jitted pass as it is: jit's own transfer is cheaper
-            # per call than jnp.asarray's (benchmarks/README.md)
-            points: jax.Array | np.ndarray = group
+            points = self._points(batch) if on_device else self._host_points(batch, split)
             streamed = self.streamed(split)
-            if self._sharding is not None:  # on every device of the mesh
-                points = global_array(group, NamedSharding(self._sharding.mesh, PartitionSpec()))
-            elif streamed:  # every block's pass takes them: sent once
-                points = jax.device_put(group, self._where)
-            if streamed:  # block by block: Σ over blocks in float64 on the host
+            if streamed:  # block by block: Σ over blocks (in float64 on the host)
                 blocks = self.blocks(split, per_class, self.batch_size, len(self.devices))
                 parts = [self._pass(points, make_chunks(b, self._where)) for b in blocks]
                 losses = np.sum([p[0] for p in parts], axis=0, dtype=np.float64)
-                grads = np.sum([p[1] for p in parts], axis=0, dtype=np.float64)
+                if on_device:
+                    grads = _sum_blocks(tuple(p[1] for p in parts))
+                else:
+                    grads = np.sum([host(p[1]) for p in parts], axis=0, dtype=np.float64)
             else:
                 losses, grads = self._pass(points, self.chunks(split, per_class))
-            grads = np.asarray(grads, dtype=np.float64)  # every point's at once
-            out += [
-                Evaluation.from_groups(loss, grad, per_class)
-                for loss, grad in zip(losses, grads, strict=True)
-            ]
+                if not on_device:
+                    grads = host(grads)
+            if on_device:
+                rows = KERNELS.rows(grads)  # (groups, K) each, where they lie
+            else:
+                rows = list(np.asarray(grads, dtype=np.float64))  # every point's at once
+            for loss, grad in zip(losses, rows, strict=True):
+                if per_class or not on_device:
+                    out.append(Evaluation.from_groups(loss, grad, per_class))
+                else:
+                    out.append(Evaluation(float(loss[0]), KERNELS.rows(grad)[0]))
         return out
 
-    def _pass(self, points: jax.Array | np.ndarray, c: Chunks) -> tuple[np.ndarray, np.ndarray]:
+    def _host_points(self, batch: list[np.ndarray], split: str) -> jax.Array | np.ndarray:
+        """Host vectors as one array of points in the parameters' dtype: a host array goes
+        to the jitted pass as it is (jit's own transfer is cheaper per call than
+        jnp.asarray's: benchmarks/README.md); on a mesh, put on every device of it."""
+        group = np.empty((len(batch), self.layout.size), dtype=self.dtype)
+        for row, theta in zip(group, batch, strict=True):
+            row[...] = theta  # cast in place: np.stack of casts makes more calls
+        if self._sharding is not None:  # on every device of the mesh
+            return global_array(group, NamedSharding(self._sharding.mesh, PartitionSpec()))
+        if self.streamed(split):  # every block's pass takes them: sent once
+            return jax.device_put(group, self._where)
+        return group
+
+    def _points(self, batch: list[jax.Array]) -> jax.Array:
+        """Device vectors as one array of points in the parameters' dtype, where the
+        evaluation runs (replicated over a mesh): moved between devices, never through
+        the host."""
+        points = _stack_as(tuple(batch), self.dtype)
+        if self._sharding is not None:
+            return jax.device_put(points, NamedSharding(self._sharding.mesh, PartitionSpec()))
+        return jax.device_put(points, self._where)
+
+    def _pass(self, points: jax.Array | np.ndarray, c: Chunks) -> tuple[np.ndarray, jax.Array]:
+        """The losses (on the host) and gradients (where computed) of every point."""
         try:
             losses, grads = full_pass(
                 points,
@@ -426,7 +488,7 @@ class JaxBackend(BackendBase):
                 groups=c.groups,
                 stacked=c.stacked,
             )
-            return host(losses), host(grads)
+            return host(losses), grads
         except jax.errors.JaxRuntimeError as exc:
             if jax.process_count() > 1 and _collective_failed(exc):
                 raise DistributedError.peer_lost(f"process {jax.process_index()}", exc) from exc

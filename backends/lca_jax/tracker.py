@@ -16,7 +16,6 @@ import weakref
 from typing import Any
 
 import jax
-import numpy as np
 
 from lca_core import Allocation, Splitter, StepResult
 from lca_core.contract import integration
@@ -24,7 +23,7 @@ from lca_core.tracker import Tracker as CoreTracker
 from lca_core.tracker import allocate_step
 
 from . import nnx
-from .backend import JaxBackend, LossFn, flatten
+from .backend import JaxBackend, LossFn
 
 
 def _deleted(tree: Any) -> bool:
@@ -90,8 +89,8 @@ class Tracker(CoreTracker):
     ) -> JaxBackend:
         return JaxBackend(loss_fn, params, data, **keywords)
 
-    def flatten(self, params: Any) -> np.ndarray:
-        return flatten(params)
+    def flatten(self, params: Any) -> Any:
+        return self.backend.vector(params)
 
     def start(self, params: Any = None) -> None:
         super().start(params)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from lca_core import Evaluation, Snapshot
+from lca_core.arrays import check_arithmetic
 from lca_core.backend_kit.base import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
 from lca_core.backend_kit.evaluation_data import array_sets
 from lca_core.errors import LossShapeError
@@ -46,6 +47,9 @@ class TFBackend(BackendBase):
         num_classes: the classes for per-class LCA (default: inferred from integer labels).
         bn_policy: BatchNorm during evaluation: "batch" or "running".
         resident_bytes: most bytes of the set kept on the device; a larger one is streamed.
+        arithmetic: "host" (and "auto"): lca's K-long arithmetic runs in numpy float64,
+            the gradients copied once per point — TensorFlow's tensors are not array-API
+            arrays (docs/concepts.md, "Where the arithmetic runs"). "device" is refused.
 
     Raises:
         RuntimeError: Keras does not run on TensorFlow (``KERAS_BACKEND``).
@@ -67,7 +71,9 @@ class TFBackend(BackendBase):
         bn_policy: str = "batch",
         num_classes: int | None = None,
         resident_bytes: int | None = None,
+        arithmetic: str | None = None,
     ) -> None:
+        self.arithmetic = check_arithmetic(arithmetic or "auto", device=False, backend="TFBackend")
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError(
                 f"lca_tensorflow needs KERAS_BACKEND=tensorflow (it is "
@@ -245,6 +251,7 @@ class TFBackend(BackendBase):
             "eval_samples": len(self.sets["train"][0]),
             "streamed": self.streamed("train"),
             "dropout": "off",
+            "arithmetic": self.arithmetic,
         }
 
     def snapshot(self) -> Snapshot:

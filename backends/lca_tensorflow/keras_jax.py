@@ -8,7 +8,6 @@ import keras
 from lca_jax import JaxBackend
 
 from lca_core import Snapshot
-from lca_core.layout import flat_vector
 
 from .keras_common import layout_of, per_example_loss, trial
 
@@ -56,4 +55,4 @@ class KerasJaxBackend(JaxBackend):
         sync = getattr(self.model, "jax_state_sync", None)
         if sync is not None:
             sync()
-        return Snapshot(flat_vector(v.value for v in self.model.trainable_variables))
+        return Snapshot(self.vector([v.value for v in self.model.trainable_variables]))

@@ -21,6 +21,7 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors as flatten_dense_tensors
 
 from lca_core import Evaluation, Layout, ParamSpec, Snapshot
+from lca_core.arrays import check_arithmetic
 from lca_core.backend_kit.base import DEFAULT_EVAL_BATCH, BackendBase, check_bn_policy
 from lca_core.backend_kit.evaluation_data import set_name
 from lca_core.errors import EvaluationDataError, LCAError, LossShapeError
@@ -138,6 +139,9 @@ class TorchBackend(BackendBase):
             running ones ("running", their drift reported).
         device: where to evaluate (default: the model's parameters' device).
         resident_bytes: most bytes of the set kept on the device; a larger one is streamed.
+        arithmetic: where lca's own K-long arithmetic runs: "device" (the default, "auto":
+            θ, Δ, the quadrature's sums and A as float64 tensors on ``device``, only
+            per-layer numbers to the host) or "host" (numpy float64, the reference).
 
     Raises:
         EmptyEvaluationSetError: ``data`` holds no example.
@@ -161,7 +165,10 @@ class TorchBackend(BackendBase):
         num_classes: int | None = None,
         device: torch.device | str | None = None,
         resident_bytes: int | None = None,
+        arithmetic: str | None = None,
     ) -> None:
+        self.arithmetic = check_arithmetic(arithmetic or "auto", device=True, backend="torch")
+        self._tensors = False  # whether the θ being evaluated came as a tensor
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module  # evaluate the module itself, never DDP's gradient hooks
         self.model, self.loss_fn = model, loss_fn
@@ -282,6 +289,7 @@ class TorchBackend(BackendBase):
             "processes": self._shards.world,
             "dropout": "off",
             "groups": None if self.subset is None else self.group_evaluation,
+            "arithmetic": self.arithmetic,
         }
 
     #: how a subset's groups are evaluated: "vectorized" (one torch.func.vmap call),
@@ -313,7 +321,7 @@ class TorchBackend(BackendBase):
         views = self._param_views()  # detached: no graph is recorded, no_grad is not needed
         # cat always copies: θ is the model's values now, never a view of them
         flat = torch.cat(views if self._dtype is not None else [v.double() for v in views])
-        theta = host_array(flat)
+        theta = flat if self.arithmetic == "device" else host_array(flat)
         state = None
         if self.bn_policy == "running" and self._has_bn:
             state = {k: b.detach().clone() for k, b in self._places.buffers().items()}
@@ -340,6 +348,7 @@ class TorchBackend(BackendBase):
     def evaluate_split(
         self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
+        self._tensors = isinstance(thetas[0], torch.Tensor)  # answered in the same kind
         leaves = self._leaves()
         source = state if state is not None else self._places.buffers()
         buffers = {k: torch.empty_like(b) for k, b in source.items()}  # filled per pass
@@ -376,9 +385,13 @@ class TorchBackend(BackendBase):
 
     # -- evaluation -----------------------------------------------------------------------
     def _fill(self, leaves: _Leaves, theta: np.ndarray) -> dict[str, torch.Tensor]:
-        """The leaves holding θ, cast to the model's dtype(s) on the device."""
+        """The leaves holding θ (a host vector, or a tensor on the device), cast to the
+        model's dtype(s) on the device."""
         flat, named = leaves
-        source = torch.from_numpy(np.ascontiguousarray(theta, dtype=np.float64))
+        if isinstance(theta, torch.Tensor):
+            source = theta
+        else:
+            source = torch.from_numpy(np.ascontiguousarray(theta, dtype=np.float64))
         if flat is not None:  # the leaves' base: it needs no gradient, hence no no_grad
             flat.copy_(source)
             return named
@@ -412,9 +425,10 @@ class TorchBackend(BackendBase):
         source: Mapping[str, torch.Tensor],
         chunks: EvaluationSet,
         total: int,
-    ) -> tuple[float, np.ndarray]:
+    ) -> tuple[float, Any]:
         """Σ over this process's chunks of (n_chunk/total)·loss and its flat gradient, in
-        float64 (all of them without a process group). The model runs on ``params`` and
+        float64 (all of them without a process group), the gradient on the device or
+        the host as :attr:`arithmetic` says. The model runs on ``params`` and
         ``buffers`` (lent to it by the caller); the buffers start every pass from
         ``source``, as BatchNorm updates them in place."""
         if buffers:
@@ -434,8 +448,14 @@ class TorchBackend(BackendBase):
                 loss64 += loss.detach()
                 grad64 += grad
         if grad64 is None:  # a process of a job with fewer chunks than processes
-            return 0.0, np.zeros(self.layout.size)
-        return float(loss64), grad64.cpu().numpy()
+            grad64 = torch.zeros(self.layout.size, dtype=torch.float64, device=self.device)
+            return 0.0, self._out(grad64)
+        return float(loss64), self._out(grad64)
+
+    def _out(self, values: torch.Tensor) -> Any:
+        """A float64 result in the kind of array θ came as: the tensor itself where θ was
+        a tensor (device arithmetic), else a host array."""
+        return values if self._tensors else values.cpu().numpy()
 
     def _vectorized(
         self,
@@ -443,7 +463,7 @@ class TorchBackend(BackendBase):
         source: Mapping[str, torch.Tensor],
         stacked: tuple[torch.Tensor, torch.Tensor],
         total: int,
-    ) -> tuple[np.ndarray, np.ndarray] | None:
+    ) -> tuple[Any, Any] | None:
         """Every group's loss share and gradient in one ``torch.func.vmap`` call per chunk
         of ``batch_size`` examples of each group — the chunks the one-by-one pass makes, so
         the loss is the same function of θ (with BatchNorm in batch mode too: each group's
@@ -482,7 +502,7 @@ class TorchBackend(BackendBase):
             logger.info("the model does not run under torch.func.vmap (%s); groups one by one", exc)
             return None
         self._vmap_works = True
-        return loss64.cpu().numpy(), grad64.cpu().numpy()
+        return loss64.cpu().numpy(), self._out(grad64)
 
     def _evaluate_one(
         self,
@@ -543,7 +563,9 @@ class TorchBackend(BackendBase):
                 chunks, self.group_of(split), groups, self.batch_size
             )
         losses = np.zeros(groups)
-        grads = np.zeros((groups, self.layout.size))
+        grads = self._out(
+            torch.zeros(groups, self.layout.size, dtype=torch.float64, device=self.device)
+        )
         for c, class_chunks in enumerate(self._by_class[split]):
             if class_chunks:
                 losses[c], grads[c] = self._pass(params, buffers, source, class_chunks, total)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -51,19 +50,24 @@ class Shards:
             ) from exc
         return box[0]
 
-    def all_reduce(self, arrays: list[np.ndarray], device: torch.device) -> list[np.ndarray]:
-        """Element-wise sums over the processes, in float64, in one collective call."""
+    def all_reduce(self, arrays: list[Any], device: torch.device) -> list[Any]:
+        """Element-wise sums over the processes, in float64, in one collective call; each
+        array comes back as it went (a host array, or a tensor on its device)."""
         if self.world == 1:
             return arrays
         on = device if dist.get_backend() == "nccl" else torch.device("cpu")
-        packed = torch.from_numpy(np.concatenate([a.ravel() for a in arrays])).to(on)
+        tensors = [torch.as_tensor(a).reshape(-1).to(on, torch.float64) for a in arrays]
+        packed = torch.cat(tensors)
         try:
             dist.all_reduce(packed)
         except Exception as exc:  # the collective's own errors: a peer died or timed out
             raise DistributedError.peer_lost(f"rank {self.rank}", exc) from exc
-        flat = packed.cpu().numpy()
         out, start = [], 0
         for a in arrays:
-            out.append(flat[start : start + a.size].reshape(a.shape))
-            start += a.size
+            size = a.numel() if isinstance(a, torch.Tensor) else a.size
+            part, start = packed[start : start + size], start + size
+            if isinstance(a, torch.Tensor):
+                out.append(part.reshape(a.shape).to(a.device))
+            else:
+                out.append(part.reshape(a.shape).cpu().numpy())
         return out

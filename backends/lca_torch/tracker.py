@@ -16,7 +16,6 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -71,8 +70,9 @@ class Tracker(CoreTracker):
         """``optimizer=``: a ``torch.optim`` SGD, RMSprop, Adam or AdamW (or a registered one)."""
         return make_splitter(optimizer, self.backend.parameters)
 
-    def flatten(self, params: Any) -> np.ndarray:
-        """θ from a state-dict-like mapping (name → tensor) or the model itself."""
+    def flatten(self, params: Any) -> Any:
+        """θ from a state-dict-like mapping (name → tensor) or the model itself: a tensor
+        on the backend's device with device arithmetic, else a host vector."""
         if isinstance(params, nn.Module):
             params = dict(params.named_parameters())
         if not isinstance(params, Mapping):
@@ -83,7 +83,13 @@ class Tracker(CoreTracker):
         missing = [p.name for p in self.backend.layout.params if p.name not in params]
         if missing:
             raise KeyError(f"the parameters lack {missing}; give every trainable parameter")
-        return flat_vector(host_array(params[p.name].detach()) for p in self.backend.layout.params)
+        tensors = [params[p.name].detach() for p in self.backend.layout.params]
+        if self.backend.arithmetic == "device":
+            dtypes = {t.dtype for t in tensors}
+            dtype = dtypes.pop() if len(dtypes) == 1 else torch.float64
+            device = self.backend.device
+            return torch.cat([t.reshape(-1).to(device, dtype) for t in tensors])  # a copy
+        return flat_vector(host_array(t) for t in tensors)
 
 
 def allocate(

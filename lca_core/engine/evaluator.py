@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ..arrays import kernels
 from ..errors import (
     EvaluationDataError,
     LayoutMismatchError,
@@ -77,11 +78,11 @@ class CheckedEvaluator:
             ) from exc
         self.passes += len(thetas)
         for ev in evals:
-            grad = np.asarray(ev.grad)
-            if grad.shape != (self.size,):
+            grad = ev.grad
+            if tuple(grad.shape) != (self.size,):
                 raise LayoutMismatchError(
-                    f"the backend returned a gradient of shape {grad.shape} for {where}; the "
-                    f"layout has {self.size} parameters"
+                    f"the backend returned a gradient of shape {tuple(grad.shape)} for "
+                    f"{where}; the layout has {self.size} parameters"
                 )
             if not math.isfinite(ev.loss):
                 self.refuse_non_finite(split, "loss", where)
@@ -209,8 +210,9 @@ class CheckedEvaluator:
         rtol = self.determinism_rtol
         for other in (again, alone):
             loss_ok = abs(other.loss - first.loss) <= rtol * max(abs(first.loss), 1e-12)
-            scale = np.linalg.norm(first.grad)
-            grad_ok = np.linalg.norm(other.grad - first.grad) <= rtol * max(scale, 1e-12)
+            ops = kernels(first.grad)
+            scale = ops.norm(first.grad)
+            grad_ok = ops.norm(other.grad - first.grad) <= rtol * max(scale, 1e-12)
             if not (loss_ok and grad_ok):
                 raise NondeterministicLossError(
                     "evaluating the loss several times at the same parameters gave different "
@@ -223,11 +225,9 @@ class CheckedEvaluator:
         return first
 
 
-def _point(theta0: np.ndarray, s: float, delta: np.ndarray) -> np.ndarray:
-    """θ_0 + sΔ in one new array (the sum added in place: the same rounding)."""
-    point = delta * s
-    point += theta0
-    return point
+def _point(theta0: Any, s: float, delta: Any) -> Any:
+    """θ_0 + sΔ in one new array, where θ lies."""
+    return kernels(delta).node(theta0, s, delta)
 
 
 def diverged(step: int) -> NonFiniteError:
@@ -238,12 +238,9 @@ def diverged(step: int) -> NonFiniteError:
     )
 
 
-def all_finite(values: np.ndarray) -> bool:
-    """No NaN or infinity in ``values``: one sum settles it unless that overflows (a NaN or
-    an infinity always reaches the sum), without a K-long temporary on the usual path."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = values.sum()
-    return bool(np.isfinite(total)) or bool(np.all(np.isfinite(values)))
+def all_finite(values: Any) -> bool:
+    """No NaN or infinity in ``values`` (:meth:`~lca_core.arrays.Kernels.all_finite`)."""
+    return kernels(values).all_finite(values)
 
 
 def step_evaluator(

@@ -10,32 +10,44 @@ optimizer does not have is identically 0.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import array_api_compat
 import numpy as np
+
+from ..arrays import namespace
 
 #: the parts of a step, in the order every array of a run holds them; the first is the
 #: remainder
 PARTS: tuple[str, ...] = ("gradient", "momentum", "weight_decay")
 
 
-def part_deltas(delta: np.ndarray, parts: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Δ split by :data:`PARTS`, (parts, K) float64: the given parts as they are, the
-    gradient's the remainder. ``parts`` holds every part but ``gradient``."""
+def part_deltas(delta: Any, parts: Mapping[str, np.ndarray]) -> Any:
+    """Δ split by :data:`PARTS`, (parts, K) in Δ's dtype where Δ lies: the given parts as
+    they are, the gradient's the remainder. ``parts`` holds every part but ``gradient``
+    (host vectors from a splitter; moved to Δ's device)."""
     unknown = set(parts) - set(PARTS[1:])
     if unknown:
         raise ValueError(f"a splitter gave parts {sorted(unknown)}; lca's parts are {PARTS[1:]}")
-    out = np.zeros((len(PARTS), delta.size))
-    for i, name in enumerate(PARTS[1:], start=1):
-        if name in parts:
-            if np.shape(parts[name]) != delta.shape:
-                raise ValueError(
-                    f"the {name} part has shape {np.shape(parts[name])}, the step {delta.shape}: "
-                    "a splitter gives one flat value per parameter, in the layout's order"
-                )
-            out[i] = parts[name]
-    out[0] = delta - out[1:].sum(axis=0)
-    return out
+    xp, where = namespace(delta), array_api_compat.device(delta)
+    given = []
+    for name in PARTS[1:]:
+        if name in parts and np.shape(parts[name]) != tuple(delta.shape):
+            raise ValueError(
+                f"the {name} part has shape {np.shape(parts[name])}, the step "
+                f"{tuple(delta.shape)}: a splitter gives one flat value per parameter, in the "
+                "layout's order"
+            )
+        part = parts.get(name)
+        given.append(
+            xp.zeros_like(delta)
+            if part is None
+            else xp.asarray(part, dtype=delta.dtype, device=where)
+        )
+    return xp.stack([delta - functools.reduce(operator.add, given), *given])
 
 
 def part_layer_sums(
@@ -53,11 +65,12 @@ def part_layer_sums(
     return out
 
 
-def part_lca(lca: np.ndarray, gbar: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """Per-parameter parts, (parts, K), the gradient's the remainder of ``lca``."""
-    out = gbar[None, :] * deltas
-    out[0] = lca - out[1:].sum(axis=0)
-    return out
+def part_lca(lca: Any, gbar: Any, deltas: Any) -> Any:
+    """Per-parameter parts, (parts, K), the gradient's the remainder of ``lca`` (where
+    they lie: built without writing into an array, which JAX's cannot take)."""
+    xp = namespace(lca)
+    others = gbar[None, :] * deltas[1:]
+    return xp.concat([(lca - xp.sum(others, axis=0))[None, :], others])
 
 
 def mismatch(

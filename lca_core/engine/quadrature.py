@@ -15,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import kernels
 from ..protocol import Evaluation
 
 RULES: tuple[str, ...] = ("first_order", "trapezoid", "simpson", "auto")
@@ -102,30 +104,20 @@ class NestedSum:
             else:  # the weights of ends, odd and even nodes, over the panels
                 scale = 1.0 / self.n if self.rule == "trapezoid" else 1.0 / (3 * self.n)
                 w_ends, w_odd, w_even = (0.5, 1.0, 1.0) if self.rule == "trapezoid" else (1, 4, 2)
-                value = None
-                for part, w in ((self.odd, w_odd), (self.even, w_even)):
-                    if part is None:
-                        continue
-                    term = part * (w / w_ends)
-                    if value is None:
-                        value = term
-                    else:
-                        value += term
-                if value is None:
-                    value = self.g0 + self.g1
-                else:
-                    value += self.g0
-                    value += self.g1
-                value *= w_ends * scale
-                self._value = value
+                terms = [
+                    (part, w / w_ends)
+                    for part, w in ((self.odd, w_odd), (self.even, w_even))
+                    if part is not None
+                ]
+                terms += [(self.g0, 1.0), (self.g1, 1.0)]
+                self._value = kernels(self.g0).combine(terms, w_ends * scale)
         return self._value
 
     def trapezoid_value(self) -> np.ndarray:
         """The trapezoid rule's ḡ on the same nodes (for Simpson: what its error estimate at
         the first level is measured against)."""
-        interior = _total([p for p in (self.odd, self.even) if p is not None])
-        ends = (self.g0 + self.g1) * 0.5
-        return (ends if interior is None else ends + interior) / self.n
+        interior = [(p, 1.0) for p in (self.odd, self.even) if p is not None]
+        return kernels(self.g0).combine([(self.g0, 0.5), (self.g1, 0.5), *interior], 1 / self.n)
 
     def allocation(self, delta: np.ndarray) -> np.ndarray:
         """Δ·ḡ elementwise at the current estimate, computed once for the residual and the
@@ -145,8 +137,9 @@ class NestedSum:
 
 
 def _total(arrays: list[np.ndarray]) -> np.ndarray | None:
-    """Σ arrays without a copy for one (the sums are never changed in place), None for none."""
-    return functools.reduce(np.add, arrays) if arrays else None
+    """Σ arrays without a copy for one (the sums are never changed in place), None for none;
+    any array type (numpy's, or a framework's on its device)."""
+    return functools.reduce(operator.add, arrays) if arrays else None
 
 
 def first_nodes(rule: str) -> list[float]:
@@ -158,7 +151,8 @@ def first_nodes(rule: str) -> list[float]:
 def path_residual(e0: Evaluation, e1: Evaluation, delta: np.ndarray, g: NestedSum) -> float:
     """ΔL − Δ·ḡ: what the current estimate of the path integral leaves unexplained."""
     # an elementwise product and pairwise sum: no BLAS call (see Layout.reduce_by_layer)
-    return float((e1.loss - e0.loss) - g.allocation(delta).sum())
+    allocation = g.allocation(delta)
+    return (e1.loss - e0.loss) - kernels(allocation).total(allocation)
 
 
 @dataclass

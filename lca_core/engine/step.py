@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from ..arrays import kernels, to_host
 from ..layout import Layout, shares, sign_counts
 from ..protocol import Evaluation
 from .parts import part_layer_sums, part_lca
@@ -17,12 +19,15 @@ from .uncertainty import group_covariance, group_stderr, with_total
 
 @dataclass
 class StepResult:
-    """What one allocated step produced (the per-parameter LCA is float64, length K)."""
+    """What one allocated step produced. The per-parameter arrays (``lca``, ``class_lca``,
+    ``part_lca``) are host numpy copies made when read, from ``*_array``: where they were
+    computed (numpy float64, or the backend's device arrays with ``arithmetic="device"``)."""
 
     step: int
     loss_before: float
     loss_after: float
-    lca: np.ndarray
+    #: the per-parameter LCA, length K, where it was computed (read ``lca`` for numpy)
+    lca_array: Any
     residual: float
     drift: float
     panels: int
@@ -30,7 +35,8 @@ class StepResult:
     gradient_passes: int
     layer_lca: np.ndarray
     layer_counts: np.ndarray  # (n_layers, 3): parameters that helped / hurt / were zero
-    class_lca: np.ndarray | None = None
+    #: with ``per_class``: each class's per-parameter LCA, (classes, K), where computed
+    class_lca_array: Any = None
     val_residual: float | None = None
     val_layer_lca: np.ndarray | None = None
     #: with ``eval_subset``: the standard error of each layer's LCA as an estimate of the
@@ -46,8 +52,9 @@ class StepResult:
     val_part_layer_lca: np.ndarray | None = None
     #: with ``optimizer=`` and ``eval_subset``: each part's standard error, (parts, layers)
     part_layer_lca_stderr: np.ndarray | None = None
-    #: with ``optimizer=`` and ``store_params``: per-parameter parts, (parts, K) float64
-    part_lca: np.ndarray | None = None
+    #: with ``optimizer=`` and ``store_params``: per-parameter parts, (parts, K), where
+    #: computed
+    part_lca_array: Any = None
     #: with ``eval_subset``: the standard error of the step's Σ LCA (all layers)
     lca_stderr: float | None = None
     #: with ``resample="shared"``: each layer's covariance with the step before (they
@@ -58,6 +65,22 @@ class StepResult:
     @property
     def pct_helped(self) -> float:
         return shares(self.layer_counts)[0]
+
+    @cached_property
+    def lca(self) -> np.ndarray:
+        """The per-parameter LCA A_i = Δ_i·ḡ_i, length K, on the host (one copy, on the
+        first read, from a device)."""
+        return to_host(self.lca_array)
+
+    @cached_property
+    def class_lca(self) -> np.ndarray | None:
+        """With ``per_class``: each class's per-parameter LCA, (classes, K), on the host."""
+        return None if self.class_lca_array is None else to_host(self.class_lca_array)
+
+    @cached_property
+    def part_lca(self) -> np.ndarray | None:
+        """With ``optimizer=`` and ``store_params``: the per-parameter parts, (parts, K)."""
+        return None if self.part_lca_array is None else to_host(self.part_lca_array)
 
 
 def step_result(
@@ -117,12 +140,12 @@ def step_result(
             )
         split["part_layer_lca_stderr"] = part_stderr
         if keep_parts:
-            split["part_lca"] = part_lca(lca, gbar, deltas)
+            split["part_lca_array"] = part_lca(lca, gbar, deltas)
     return StepResult(
         step=step,
         loss_before=start["train"].loss,
         loss_after=loss_after,
-        lca=lca,
+        lca_array=lca,
         residual=integral.residuals["train"],
         drift=drift,
         panels=integral.panels,
@@ -130,7 +153,7 @@ def step_result(
         gradient_passes=gradient_passes,
         layer_lca=layer_lca,
         layer_counts=sign_counts(lca, layout),
-        class_lca=grouped.allocation(delta) if grouped is not None else None,
+        class_lca_array=grouped.allocation(delta) if grouped is not None else None,
         val_residual=integral.residuals["val"] if val is not None else None,
         val_layer_lca=val_layer_lca,
         layer_lca_stderr=stderr,
@@ -183,7 +206,13 @@ def group_allocations(layout: Layout, delta: np.ndarray) -> Callable[[np.ndarray
     all groups at once would be another G × K array. With Δ split by parts (parts, K),
     each group's allocation by part and layer, (G, parts, layers)."""
     if delta.ndim == 2:
+        deltas = kernels(delta).rows(delta)
         return lambda groups: np.stack(
-            [np.stack([layout.reduce_by_layer(row * d) for d in delta]) for row in groups]
+            [
+                np.stack([layout.reduce_by_layer(row * d) for d in deltas])
+                for row in kernels(groups).rows(groups)
+            ]
         )
-    return lambda groups: np.stack([layout.reduce_by_layer(row * delta) for row in groups])
+    return lambda groups: np.stack(
+        [layout.reduce_by_layer(row * delta) for row in kernels(groups).rows(groups)]
+    )

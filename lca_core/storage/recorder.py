@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import to_host
 from ..engine.step import StepResult
 from ..engine.summary import RunningSummary
 from ..errors import MetadataError
@@ -121,7 +122,7 @@ class Recorder:
         if evals is not None:
             self.writer.start("lca", self._point_row(evals))
         if self.store_trajectory:
-            self.writer.start("trajectory", {"theta": theta})
+            self.writer.start("trajectory", {"theta": to_host(theta)})
 
     def append(
         self,
@@ -133,7 +134,7 @@ class Recorder:
         if result is not None and evals is not None:
             self.writer.append("lca", self._step_row(result), self._point_row(evals))
         if self.store_trajectory:
-            self.writer.append("trajectory", {}, {"theta": theta})
+            self.writer.append("trajectory", {}, {"theta": to_host(theta)})
 
     def _point_row(self, evals: Mapping[str, Evaluation]) -> dict[str, Any]:
         ev = evals["train"]
@@ -143,7 +144,7 @@ class Recorder:
         if self.validation:
             row["val_losses"] = np.float64(evals["val"].loss)
         if self.store_grads:
-            row["grads"] = ev.grad
+            row["grads"] = to_host(ev.grad, np.float32)
         return row
 
     def _step_row(self, r: StepResult) -> dict[str, Any]:
@@ -157,15 +158,15 @@ class Recorder:
             "layer_counts": r.layer_counts,
         }
         if self.store_params:
-            row["param_lca"] = r.lca
+            row["param_lca"] = to_host(r.lca_array, np.float32)  # as stored: half the bytes
         if r.layer_lca_stderr is not None:
             row["layer_lca_stderr"] = r.layer_lca_stderr
             row["lca_stderr"] = r.lca_stderr
         if r.layer_lca_cov_prev is not None:
             row["layer_lca_cov_prev"] = r.layer_lca_cov_prev
             row["lca_cov_prev"] = r.lca_cov_prev
-        if r.class_lca is not None:
-            row["class_layer_lca"] = self.writer.layout.reduce_by_layer(r.class_lca)
+        if r.class_lca_array is not None:  # reduced where it lies
+            row["class_layer_lca"] = self.writer.layout.reduce_by_layer(r.class_lca_array)
         if r.val_residual is not None:
             row["val_residuals"] = r.val_residual
             row["val_layer_lca"] = r.val_layer_lca
@@ -173,8 +174,9 @@ class Recorder:
             "part_layer_lca": r.part_layer_lca,
             "part_layer_lca_stderr": r.part_layer_lca_stderr,
             "val_part_layer_lca": r.val_part_layer_lca,
-            "part_lca": r.part_lca,  # only with store_params
         }
+        if r.part_lca_array is not None:  # only with store_params
+            split["part_lca"] = to_host(r.part_lca_array, np.float32)
         row.update({k: v for k, v in split.items() if v is not None})
         return row
 

@@ -96,7 +96,7 @@ def _result(rng, step, layers=3, parts=False):
         step=step,
         loss_before=float(rng.normal()),
         loss_after=float(rng.normal()),
-        lca=np.zeros(1),
+        lca_array=np.zeros(1),
         residual=float(rng.normal()) * 1e-4,
         drift=0.0,
         panels=2,

@@ -15,6 +15,7 @@ from lca_jax import JaxBackend, Tracker, allocate, full_pass, layout_of
 from sklearn.datasets import load_digits
 
 from lca_core import create_backend, open_run
+from lca_core.arrays import to_host
 from tests.checks import assert_every_step_within_tol
 from tests.jax.conftest import init_mlp, make_step, mlp_loss, train
 
@@ -148,6 +149,7 @@ def test_data_are_sharded_across_local_devices(tmp_path):
     code = """
 import jax, numpy as np
 from lca_jax import JaxBackend
+from lca_core.arrays import to_host
 from tests.jax.conftest import init_mlp, mlp_loss
 from sklearn.datasets import load_digits
 x, y = load_digits(return_X_y=True)
@@ -155,11 +157,13 @@ x, y = (x[:500] / 16).astype(np.float32), y[:500].astype(np.int32)
 assert len(jax.local_devices()) == 2
 two = JaxBackend(mlp_loss, init_mlp(), (x, y), batch_size=128)
 one = JaxBackend(mlp_loss, init_mlp(), (x, y), batch_size=128, devices=jax.local_devices()[:1])
-theta = two.snapshot().theta.astype(np.float64)
+theta = to_host(two.snapshot().theta, np.float64)
 a, b = two.evaluate([theta])[0], one.evaluate([theta])[0]
 assert len(two.chunks("train", False).xs.sharding.device_set) == 2
 np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
 np.testing.assert_allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7)
+on_mesh = two.evaluate([two.snapshot().theta])[0]  # device arithmetic: θ put on the mesh
+np.testing.assert_allclose(to_host(on_mesh.grad), b.grad, rtol=1e-4, atol=1e-7)
 second = jax.local_devices()[1]
 for resident in (None, 1):
     other = JaxBackend(
@@ -354,7 +358,7 @@ def test_bfloat16_parameters_are_summed_in_float32(digits):
     params = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), init_mlp())
     backend = JaxBackend(mlp_loss, params, (x, y), batch_size=20)
     assert backend.policy()["reduction"] == "Kahan-compensated float32"
-    (ev,) = backend.evaluate([backend.snapshot().theta.astype(np.float64)])
+    (ev,) = backend.evaluate([to_host(backend.snapshot().theta, np.float64)])
     as_bfloat16 = ev.grad.astype(jnp.bfloat16).astype(np.float64)
     assert np.mean(as_bfloat16 == ev.grad) < 0.5  # most entries need more than 8 bits
     assert float(np.float32(ev.loss).astype(jnp.bfloat16)) != ev.loss

@@ -8,6 +8,8 @@ import torch
 from lca_torch import TorchBackend
 from torch import nn
 
+from lca_core.arrays import to_host
+
 
 def _model(batchnorm: bool) -> nn.Module:
     torch.manual_seed(0)
@@ -34,7 +36,7 @@ def test_vectorized_groups_equal_one_pass_per_group(batchnorm, batch_size):
     for backend in (vectorized, looped):
         backend.use_subset(160, seed=2)
     vectorized.group_evaluation, looped.group_evaluation = "vectorized", "loop"
-    theta = vectorized.snapshot().theta.astype(np.float64) + 0.01
+    theta = to_host(vectorized.snapshot().theta, np.float64) + 0.01
     losses, grads = _groups(vectorized, theta)
     assert vectorized._vmap_works and looped._vmap_works is None  # vmap ran, or was not tried
     want_losses, want_grads = _groups(looped, theta)
@@ -62,7 +64,7 @@ class _Indexing(nn.Module):
 def test_auto_times_each_way_on_the_first_passes_and_keeps_the_faster():
     backend = TorchBackend(_model(False), nn.CrossEntropyLoss(), _data())
     backend.use_subset(160, seed=2)
-    theta = backend.snapshot().theta.astype(np.float64)
+    theta = to_host(backend.snapshot().theta, np.float64)
     first = _groups(backend, theta)
     assert backend.policy()["groups"] == "auto" and backend._group_mode() == "timing"
     for _ in range(2):  # vectorized (timed), then the loop (timed)
@@ -77,7 +79,7 @@ def test_a_model_vmap_cannot_run_is_evaluated_group_by_group(caplog):
     model = _Indexing()
     backend = TorchBackend(model, nn.CrossEntropyLoss(), _data())
     backend.use_subset(160, seed=2)
-    theta = backend.snapshot().theta.astype(np.float64)
+    theta = to_host(backend.snapshot().theta, np.float64)
     with caplog.at_level("INFO", logger="lca"):
         losses, grads = _groups(backend, theta)
     assert backend._group_mode() == "loop"
@@ -96,7 +98,7 @@ def test_the_loss_alone_is_a_gradient_passes_loss_and_leaves_the_model_alone(bn_
         model, nn.CrossEntropyLoss(), _data(), batch_size=64, bn_policy=bn_policy
     )
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    theta = backend.snapshot().theta.astype(np.float64) + 0.02
+    theta = to_host(backend.snapshot().theta, np.float64) + 0.02
     (ev,) = backend.evaluate([theta])
     assert backend.evaluate_loss(theta) == pytest.approx(ev.loss, rel=1e-6)
     for k, v in model.state_dict().items():

@@ -10,6 +10,7 @@ from lca_core import (
     EmptyEvaluationSetError,
     open_run,
 )
+from lca_core.arrays import to_host
 from tests.checks import assert_every_step_within_tol
 from tests.torch.conftest import mlp, small_cnn, train
 
@@ -102,7 +103,7 @@ def test_evaluation_restores_params_buffers_grads_flags_and_rng(digits):
     before = state_of(model)
     rng = torch.get_rng_state()
     backend = TorchBackend(model, ce, (x, y), bn_policy="batch")
-    theta = backend.snapshot().theta.astype(np.float64)
+    theta = to_host(backend.snapshot().theta, np.float64)
     backend.evaluate([theta, theta + 0.01], per_class=True)
     assert_same_state(before, state_of(model))
     assert torch.equal(rng, torch.get_rng_state())
@@ -135,14 +136,14 @@ def test_the_gradient_of_step_t_is_taken_before_the_step(digits):
     tracker = Tracker(model, ce, (x, y), rule="first_order", tol=10.0)
     backend = TorchBackend(model, ce, (x, y))
     for _ in range(3):
-        before = backend.snapshot().theta.astype(np.float64)
+        before = to_host(backend.snapshot().theta, np.float64)
         g_before = backend.evaluate([before])[0].grad
         loss = ce(model(x[:64]), y[:64])
         opt.zero_grad()
         loss.backward()
         with tracker.step():
             opt.step()
-        after = backend.snapshot().theta.astype(np.float64)
+        after = to_host(backend.snapshot().theta, np.float64)
         g_after = backend.evaluate([after])[0].grad
         delta = after - before
         np.testing.assert_allclose(tracker.last.lca, delta * g_before, rtol=1e-6, atol=1e-12)
@@ -186,7 +187,7 @@ def test_a_forward_that_replaces_a_buffer_leaves_the_model_its_own():
     own = model.calls
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
     backend = TorchBackend(model, ce, (x, y))
-    theta = backend.snapshot().theta.astype(np.float64)
+    theta = to_host(backend.snapshot().theta, np.float64)
     backend.evaluate([theta, theta + 0.1])
     assert model.calls is own and float(own) == 0.0
     assert dict(model.named_buffers())["calls"] is own
@@ -206,7 +207,7 @@ def test_bad_evaluation_data_is_explained(digits):
         TorchBackend(model, ce, (x, y), bn_policy="eval")
     fixed = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=128)
     from_loader, from_tensors = TorchBackend(model, ce, fixed), TorchBackend(model, ce, (x, y))
-    theta = from_tensors.snapshot().theta.astype(np.float64)
+    theta = to_host(from_tensors.snapshot().theta, np.float64)
     a, b = from_loader.evaluate([theta])[0], from_tensors.evaluate([theta])[0]
     assert a.loss == pytest.approx(b.loss, rel=1e-6)
     np.testing.assert_allclose(a.grad, b.grad, rtol=1e-5, atol=1e-8)
@@ -261,7 +262,7 @@ def test_parameters_of_two_dtypes_are_evaluated_each_in_its_own(monkeypatch, kep
     model, loss_fn = TwoDtypes(), nn.CrossEntropyLoss()
     x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
     backend = TorchBackend(model, loss_fn, (x, y))
-    theta = backend.snapshot().theta
+    theta = to_host(backend.snapshot().theta)
     assert theta.dtype == np.float64
     points = [theta + 0.05, theta * 0.5, theta + 0.05]
     evaluations = backend.evaluate(points) + backend.evaluate(points[:1])
@@ -330,7 +331,7 @@ def test_a_tied_weight_gets_the_gradient_of_every_use():
     x, y = torch.randint(0, 7, (30,)), torch.randint(0, 7, (30,))
     backend = TorchBackend(model, loss_fn, (x, y))
     assert [p.name for p in backend.layout.params] == ["embed.weight", "mix.weight", "mix.bias"]
-    theta = backend.snapshot().theta
+    theta = to_host(backend.snapshot().theta)
     points = [theta + 0.1, theta * 0.7]
     for point, ev in zip(points, backend.evaluate(points), strict=True):
         assert_matches_autograd(ev, model, loss_fn, (x, y), point, backend.layout.offsets)
@@ -353,7 +354,7 @@ def test_a_parameter_the_loss_does_not_use_has_a_zero_gradient():
     model = WithSpare()
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
     backend = TorchBackend(model, ce, (x, y))
-    theta = backend.snapshot().theta.astype(np.float64)
+    theta = to_host(backend.snapshot().theta, np.float64)
     (ev,) = backend.evaluate([theta])
     spare = backend.layout.split(ev.grad)
     assert np.all(spare["spare.weight"] == 0.0) and np.all(spare["spare.bias"] == 0.0)
@@ -370,7 +371,7 @@ def test_a_parametrized_weight_is_evaluated_as_autograd_on_the_model():
     before = copy.deepcopy(model.state_dict())
     backend = TorchBackend(model, ce, (x, y))
     assert "0.parametrizations.weight.original0" in {p.name for p in backend.layout.params}
-    theta = backend.snapshot().theta.astype(np.float64)
+    theta = to_host(backend.snapshot().theta, np.float64)
     points = [theta * 1.1, theta - 0.05]
     for point, ev in zip(points, backend.evaluate(points), strict=True):
         assert_matches_autograd(ev, model, ce, (x, y), point, backend.layout.offsets)
