@@ -78,6 +78,15 @@ def to_host(x: Any, dtype: Any = None) -> np.ndarray:
     return host if wanted is None else host.astype(wanted, copy=False)
 
 
+def like(host: np.ndarray, template: Any) -> Any:
+    """A host vector as an array of ``template``'s kind, dtype and device (one explicit
+    transfer): how a stored θ joins a backend's device arithmetic (replay, conformance)."""
+    if on_host(template):
+        return np.asarray(host, dtype=template.dtype)
+    xp = namespace(template)
+    return xp.asarray(host, dtype=template.dtype, device=array_api_compat.device(template))
+
+
 def float64_on_device(x: Any) -> bool:
     """Whether ``x``'s device computes in float64 (numpy always does)."""
     if on_host(x):
@@ -97,16 +106,16 @@ def working_copy(theta: Any) -> Any:
     return xp.astype(theta, dtype, copy=True)
 
 
-def compensated_sum(x: Any, axis: int = -1) -> Any:
-    """Σ along ``axis`` with float64 accuracy from float32 arrays: pairwise halving, each
-    level's rounding error kept (Knuth's TwoSum) and summed with the next level's, so no
-    error grows with the length. float64 (and numpy) arrays are summed as they are."""
+def compensated_sum(x: Any, axis: int = -1) -> tuple[Any, Any]:
+    """Σ along ``axis`` as two arrays whose float64 sum has float64's accuracy, from
+    float32 arrays: pairwise halving, each level's rounding error kept (Knuth's TwoSum)
+    and summed with the next level's, so no error grows with the length. A float64
+    array is summed as it is (its second part zero)."""
     xp = namespace(x)
-    if on_host(x) or x.dtype == xp.float64:
-        return xp.sum(x, axis=axis)
     x = xp.moveaxis(x, axis, -1)
-    if x.shape[-1] == 0:
-        return xp.sum(x, axis=-1)
+    if x.dtype == xp.float64 or x.shape[-1] == 0:
+        total = xp.sum(x, axis=-1)
+        return total, total * 0
     error = xp.sum(x[..., :0], axis=-1)  # zeros of the right shape, made where x is
     while x.shape[-1] > 1:
         half = x.shape[-1] // 2
@@ -115,7 +124,12 @@ def compensated_sum(x: Any, axis: int = -1) -> Any:
         b_virtual = total - a
         error = error + xp.sum((a - (total - b_virtual)) + (b - b_virtual), axis=-1)
         x = total if x.shape[-1] % 2 == 0 else xp.concat([total, x[..., -1:]], axis=-1)
-    return x[..., 0] + error
+    return x[..., 0], error
+
+
+def joined(parts: tuple[Any, Any], dtype: Any = np.float64) -> np.ndarray:
+    """:func:`compensated_sum`'s two parts on the host, added in float64."""
+    return to_host(parts[0], dtype) + to_host(parts[1], dtype)
 
 
 class Kernels:
@@ -144,14 +158,14 @@ class Kernels:
 
     def total(self, x: Any) -> float:
         """Σ x as a Python float (compensated where float32): one number crosses."""
-        return float(compensated_sum(namespace(x).reshape(x, (-1,))))
+        return float(joined(compensated_sum(namespace(x).reshape(x, (-1,)))))
 
     def segment_sums(self, x: Any, bounds: tuple[int, ...]) -> np.ndarray:
         """(…, K) → (…, segments) host float64: the sums over the spans between
         ``bounds``, each reduced where ``x`` lies, only the sums moved."""
         xp = namespace(x)
-        sums = [compensated_sum(x[..., a:b]) for a, b in itertools.pairwise(bounds)]
-        return to_host(xp.stack(sums, axis=-1), np.float64)
+        parts = [compensated_sum(x[..., a:b]) for a, b in itertools.pairwise(bounds)]
+        return joined(tuple(xp.stack([p[i] for p in parts], axis=-1) for i in (0, 1)))
 
     def sign_counts(self, x: Any, bounds: tuple[int, ...]) -> np.ndarray:
         """(…, K) → (…, segments, 2) host int64: the entries < 0 and > 0 of each span."""

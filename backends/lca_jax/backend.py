@@ -441,10 +441,8 @@ class JaxBackend(BackendBase):
                 losses, grads = self._pass(points, self.chunks(split, per_class))
                 if not on_device:
                     grads = host(grads)
-            if on_device:
-                rows = KERNELS.rows(grads)  # (groups, K) each, where they lie
-            else:
-                rows = list(np.asarray(grads, dtype=np.float64))  # every point's at once
+            # each point's (groups, K): where they lie, or on the host (all at once)
+            rows = KERNELS.rows(grads) if on_device else list(np.asarray(grads, np.float64))
             for loss, grad in zip(losses, rows, strict=True):
                 if per_class or not on_device:
                     out.append(Evaluation.from_groups(loss, grad, per_class))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lca_core.arrays import Kernels, compensated_sum, register_kernels
+from lca_core.arrays import Kernels, compensated_sum, joined, register_kernels
 
 
 @partial(jax.jit, static_argnames="s")
@@ -32,13 +32,14 @@ def _combine(xs: tuple[jax.Array, ...], weights: tuple[float, ...], scale: float
 
 
 @jax.jit
-def _total(x: jax.Array) -> jax.Array:
+def _total(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return compensated_sum(x.reshape(-1))
 
 
 @partial(jax.jit, static_argnames="bounds")
-def _segment_sums(x: jax.Array, bounds: tuple[int, ...]) -> jax.Array:
-    return jnp.stack([compensated_sum(x[..., a:b]) for a, b in itertools.pairwise(bounds)], -1)
+def _segment_sums(x: jax.Array, bounds: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    parts = [compensated_sum(x[..., a:b]) for a, b in itertools.pairwise(bounds)]
+    return jnp.stack([p[0] for p in parts], -1), jnp.stack([p[1] for p in parts], -1)
 
 
 @partial(jax.jit, static_argnames="bounds")
@@ -76,10 +77,10 @@ class JaxKernels(Kernels):
         return _combine(xs, tuple(float(w) for _, w in terms), float(scale))
 
     def total(self, x: Any) -> float:
-        return float(_total(x))
+        return float(joined(_total(x)))
 
     def segment_sums(self, x: Any, bounds: tuple[int, ...]) -> np.ndarray:
-        return np.asarray(_segment_sums(x, tuple(bounds)), dtype=np.float64)
+        return joined(_segment_sums(x, tuple(bounds)))
 
     def sign_counts(self, x: Any, bounds: tuple[int, ...]) -> np.ndarray:
         return np.asarray(_sign_counts(x, tuple(bounds)), dtype=np.int64)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import check_arithmetic
 from ..layout import Layout
 from ..protocol import Evaluation, Snapshot
 from .base import BackendBase
@@ -53,7 +54,10 @@ class FunctionBackend(BackendBase):
         val_data: tuple[np.ndarray, np.ndarray] | None = None,
         per_class: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
         num_classes: int | None = None,
+        arithmetic: str | None = None,
     ) -> None:
+        # the user's function takes and returns numpy: the arithmetic stays on the host
+        check_arithmetic(arithmetic or "auto", device=False, backend="FunctionBackend")
         if isinstance(theta0, Mapping):
             layout = layout or Layout.from_shapes({k: np.shape(v) for k, v in theta0.items()})
             theta0 = np.concatenate([np.ravel(v) for v in theta0.values()])
@@ -74,7 +78,7 @@ class FunctionBackend(BackendBase):
         return Snapshot(self.params.copy())
 
     def policy(self) -> dict[str, Any]:
-        return {"kind": "function", "data": self._has_data}
+        return {"kind": "function", "data": self._has_data, "arithmetic": "host"}
 
     def evaluate_split(
         self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool

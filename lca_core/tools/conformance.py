@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..allocator import Allocator
+from ..arrays import like
 from ..protocol import Backend
 from ..storage.run import open_run
 
@@ -131,13 +132,26 @@ class Outcome:
 
 
 def run_adapter(
-    adapter: Adapter, problem: Problem, store: str | os.PathLike[str], **options: Any
+    adapter: Adapter,
+    problem: Problem,
+    store: str | os.PathLike[str],
+    *,
+    arithmetic: str = "host",
+    **options: Any,
 ) -> Outcome:
-    """Replay the problem's trajectory through the adapter's backend into ``store``."""
+    """Replay the problem's trajectory through the adapter's backend into ``store``, the
+    core's arithmetic on the host (numpy float64, the reference) or, with
+    ``arithmetic="device"``, in the backend's own arrays (as its snapshots hold θ)."""
+    template = adapter.backend.snapshot().theta if arithmetic == "device" else None
+
+    def theta(params: Any) -> Any:
+        host = adapter.theta(params)
+        return host if template is None else like(host, template)
+
     alloc = Allocator(adapter.backend, store, store_params=True, **options)
-    alloc.start(adapter.theta(problem.trajectory[0]))
+    alloc.start(theta(problem.trajectory[0]))
     for params in problem.trajectory[1:]:
-        alloc.advance(adapter.theta(params))
+        alloc.advance(theta(params))
     alloc.close()
     run = open_run(store)
     schema = {
@@ -155,7 +169,7 @@ def run_adapter(
     }
     schema["param_lca"] = (schema["param_lca"][0], (run.steps, run.layout.size))
     return Outcome(
-        adapter.name,
+        adapter.name if arithmetic == "host" else f"{adapter.name} ({arithmetic})",
         run.losses,
         adapter.canonical(run.array("param_lca").astype(np.float64), problem),
         run.residuals,
@@ -173,18 +187,19 @@ LCA_ATOL_REL = 1e-5
 RESIDUAL_ATOL = 1e-5
 
 
-def compare(a: Outcome, b: Outcome) -> list[str]:
-    """Disagreements between two outcomes (empty when they conform)."""
+def compare(a: Outcome, b: Outcome, *, scale: float = 1.0) -> list[str]:
+    """Disagreements between two outcomes (empty when they conform), the tolerances
+    times ``scale``."""
     problems = []
-    if not np.allclose(a.losses, b.losses, rtol=LOSS_RTOL, atol=0):
+    if not np.allclose(a.losses, b.losses, rtol=LOSS_RTOL * scale, atol=0):
         problems.append(f"losses differ: {a.losses} vs {b.losses}")
-    scale = max(np.abs(a.lca).max(), np.abs(b.lca).max())
+    largest = max(np.abs(a.lca).max(), np.abs(b.lca).max())
     worst = np.abs(a.lca - b.lca).max()
-    if worst > LCA_ATOL_REL * scale:
+    if worst > LCA_ATOL_REL * scale * largest:
         problems.append(
-            f"per-parameter LCA differs by {worst:.3g} (> {LCA_ATOL_REL} × {scale:.3g})"
+            f"per-parameter LCA differs by {worst:.3g} (> {LCA_ATOL_REL * scale} × {largest:.3g})"
         )
-    if not np.allclose(a.residuals, b.residuals, rtol=0, atol=RESIDUAL_ATOL):
+    if not np.allclose(a.residuals, b.residuals, rtol=0, atol=RESIDUAL_ATOL * scale):
         problems.append(f"residuals differ: {a.residuals} vs {b.residuals}")
     if not np.array_equal(a.panels, b.panels):
         problems.append(f"panel counts differ: {a.panels} vs {b.panels}")

@@ -1,4 +1,5 @@
-"""Same trajectory, same allocations, in every installed backend (tox env `all`)."""
+"""Same trajectory, same allocations, in every installed backend (tox env `all`), with
+the core's arithmetic on the host (numpy float64) and on each backend's own arrays."""
 
 import os
 
@@ -19,12 +20,27 @@ def outcomes(request, tmp_path_factory):
     if len(adapters) < 2:
         pytest.skip("conformance needs two backends; run the tox `all` env")
     root = tmp_path_factory.mktemp(problem.kind)
-    return [run_adapter(a, problem, root / a.name) for a in adapters]
+    return [
+        run_adapter(a, problem, root / f"{a.name}-{arithmetic}", arithmetic=arithmetic)
+        for a in adapters
+        for arithmetic in ("host", "device")
+    ]
 
 
 def test_every_backend_agrees_with_every_other(outcomes):
     problems = [p for a in outcomes for b in outcomes if a.name < b.name for p in compare(a, b)]
     assert problems == []
+
+
+def test_the_device_arithmetic_gives_the_host_references_allocation(outcomes):
+    """Each backend's own arrays (float64 tensors in torch, compensated float32 in JAX
+    without x64; TensorFlow stays on the host) against its numpy float64 path, within a
+    tenth of the cross-backend tolerances (docs/concepts.md states what was measured)."""
+    host = {o.name: o for o in outcomes if not o.name.endswith("(device)")}
+    for o in outcomes:
+        if o.name.endswith("(device)"):
+            reference = host[o.name.removesuffix(" (device)")]
+            assert compare(reference, o, scale=0.1) == []
 
 
 def test_the_allocation_is_real(outcomes):

@@ -96,6 +96,9 @@ class Session:
     #: whether its backend streams a set larger than ``resident_bytes`` (the function
     #: backend hands the whole set to the user's function at once)
     streams = True
+    #: whether its backend keeps lca's arithmetic in the framework's arrays (torch, JAX,
+    #: Keras on JAX); the others compute on the host and refuse ``arithmetic="device"``
+    device_arithmetic = True
 
     def streamed_tracker(self, store: Any = None, **options: Any) -> Any:
         """A tracker whose evaluation set is larger than its ``resident_bytes``."""
@@ -121,6 +124,7 @@ class FunctionSession(Session):
     conventions = ("mean",)  # loss_and_grad returns the mean loss and its gradient
     dtypes = ("float32",)  # numpy has no bfloat16
     streams = False
+    device_arithmetic = False
 
     def __init__(self, dtype: str = "float32") -> None:
         from lca_core.backend_kit.numpy_models import MLP
@@ -148,7 +152,12 @@ class FunctionSession(Session):
         val = options.pop("val_data", None)
         options.pop("batch_size", None)  # the numpy loss takes the whole set at once
         backend = FunctionBackend(
-            fn, self.theta, data=data or (self.x, self.y), val_data=val, layout=self.mlp.layout
+            fn,
+            self.theta,
+            data=data or (self.x, self.y),
+            val_data=val,
+            layout=self.mlp.layout,
+            arithmetic=options.pop("arithmetic", None),
         )
         return Tracker(backend, store, **options)
 
@@ -292,6 +301,7 @@ class KerasSession(Session):
 
 
 class KerasTFSession(KerasSession):
+    device_arithmetic = False  # TensorFlow's tensors are not array-API arrays
     """A TensorFlow GradientTape loop: variables change in place (begin / end)."""
 
     def noise(self) -> Callable[[], Any]:

@@ -307,6 +307,50 @@ def test_resampled_subsets_allocate_alike_in_every_integration(integration, desi
         assert np.all(np.abs(here.residuals) <= 1e-3) and here.converged.all()
 
 
+#: the ways a set is evaluated that the device arithmetic must give as the host does
+ARITHMETIC_CASES = {
+    "held": {},
+    "validation": {"val_data": problem(seed=3)},
+    "per_class": {"per_class": True},
+    "subset": {"eval_subset": 0.5},
+    "streamed": {"batch_size": 48},
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARITHMETIC_CASES))
+def test_device_arithmetic_allocates_as_the_host_reference(integration, case, tmp_path):
+    """θ, Δ, the quadrature's sums and A in the framework's own arrays (the default where
+    the backend can), against numpy float64 on the host: the same steps, per layer, per
+    class, on a subset and for the validation set, held or streamed. A backend that
+    computes on the host says so in its policy and refuses "device"."""
+    if case == "streamed" and not integration.session().streams:
+        pytest.skip("the function backend hands its whole set to the user's function")
+    runs = {}
+    for arithmetic in ("auto", "host"):
+        session = integration.session()
+        options = {**ARITHMETIC_CASES[case], "arithmetic": arithmetic}
+        make = session.streamed_tracker if case == "streamed" else session.tracker
+        tracker = make(tmp_path / arithmetic, **options)
+        session.train(tracker, 3)
+        tracker.close()
+        runs[arithmetic] = open_run(tmp_path / arithmetic)
+    device, host = runs["auto"], runs["host"]
+    expected = "device" if integration.session().device_arithmetic else "host"
+    assert device.metadata["policy"]["arithmetic"] == expected
+    assert host.metadata["policy"]["arithmetic"] == "host"
+    np.testing.assert_allclose(device.losses, host.losses, rtol=1e-7)
+    np.testing.assert_allclose(device.residuals, host.residuals, atol=1e-7)
+    names = {"layer_lca", "class_layer_lca", "val_layer_lca", "layer_lca_stderr"}
+    for name in sorted(n for n in names if host.has(n)):
+        want = host.array(name)
+        atol = 1e-6 * np.abs(want).max()  # float32 device sums (JAX): ~1e-7 measured
+        np.testing.assert_allclose(device.array(name), want, rtol=0, atol=atol, err_msg=name)
+    np.testing.assert_array_equal(device.array("layer_counts"), host.array("layer_counts"))
+    if not integration.session().device_arithmetic:
+        with pytest.raises(ValueError, match="arithmetic='auto' or 'host'"):
+            integration.session().tracker(arithmetic="device")
+
+
 STREAMING = [i for i in INTEGRATIONS if i.session().streams]
 
 if STREAMING:  # the function backend alone (tox env core) has nothing to stream
