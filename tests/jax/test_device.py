@@ -52,7 +52,7 @@ def test_a_tracked_step_moves_nothing_to_the_device(digits, options):
     """Under transfer_guard_host_to_device("disallow") the device path's steps run (the
     host path's cannot: its nodes are host arrays) and equal the host path's."""
     device = _steps(digits, "device", guard=True, **options)
-    with pytest.raises(Exception, match="[Dd]isallowed host-to-device transfer"):
+    with pytest.raises(Exception, match=r"[Dd]isallowed host-to-device transfer"):
         _steps(digits, "host", guard=True, **options)
     host = _steps(digits, "host", guard=False, **options)
     for a, b in zip(device, host, strict=True):

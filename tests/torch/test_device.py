@@ -13,7 +13,7 @@ from lca_torch import Tracker
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from lca_core.arrays import Kernels, joined, compensated_sum
+from lca_core.arrays import Kernels, compensated_sum, joined
 
 #: the tensor methods that move data between the host and a device (``.to`` too, where
 #: it is given a device: ``.to(dtype)`` is a cast where the tensor is)
@@ -36,10 +36,9 @@ class KLongCrossings(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        crossing = func in _CROSSINGS or (func is torch.Tensor.to and _moves(args, kwargs))
-        if crossing and args[0].numel() >= self.k:
-            self.seen.append(func.__name__)
-        elif func in (torch.from_numpy, torch.as_tensor) and np.size(args[0]) >= self.k:
+        moved = func in _CROSSINGS or (func is torch.Tensor.to and _moves(args, kwargs))
+        made = func in (torch.from_numpy, torch.as_tensor)  # of a host array
+        if (moved or made) and np.size(args[0]) >= self.k:
             self.seen.append(func.__name__)
         return func(*args, **kwargs)
 
@@ -61,9 +60,8 @@ def _train(arithmetic: str, steps: int = 3, **options):
             opt.step()
             results.append(tracker.end())
             continue
-        with counter:
-            with tracker.step():
-                opt.step()
+        with counter, tracker.step():
+            opt.step()
         results.append(tracker.last)
     tracker.close()
     return results, counter.seen
