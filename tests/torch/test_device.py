@@ -38,7 +38,9 @@ class KLongCrossings(TorchFunctionMode):
         kwargs = kwargs or {}
         moved = func in _CROSSINGS or (func is torch.Tensor.to and _moves(args, kwargs))
         made = func in (torch.from_numpy, torch.as_tensor)  # of a host array
-        if (moved or made) and np.size(args[0]) >= self.k:
+        first = args[0] if args else None
+        length = first.numel() if isinstance(first, torch.Tensor) else np.size(first)
+        if (moved or made) and length >= self.k:
             self.seen.append(func.__name__)
         return func(*args, **kwargs)
 
