@@ -37,8 +37,8 @@ class KLongCrossings(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         moved = func in _CROSSINGS or (func is torch.Tensor.to and _moves(args, kwargs))
-        made = func in (torch.from_numpy, torch.as_tensor)  # of a host array
         first = args[0] if args else None
+        made = func in (torch.from_numpy, torch.as_tensor) and isinstance(first, np.ndarray)
         length = first.numel() if isinstance(first, torch.Tensor) else np.size(first)
         if (moved or made) and length >= self.k:
             self.seen.append(func.__name__)
