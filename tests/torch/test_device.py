@@ -39,8 +39,7 @@ class KLongCrossings(TorchFunctionMode):
         moved = func in _CROSSINGS or (func is torch.Tensor.to and _moves(args, kwargs))
         first = args[0] if args else None
         made = func in (torch.from_numpy, torch.as_tensor) and isinstance(first, np.ndarray)
-        length = first.numel() if isinstance(first, torch.Tensor) else np.size(first)
-        if (moved or made) and length >= self.k:
+        if (moved and first.numel() >= self.k) or (made and first.size >= self.k):
             self.seen.append(func.__name__)
         return func(*args, **kwargs)
 
