@@ -10,10 +10,11 @@ float64. A framework whose eager operations move their operands from the host (J
 Python scalar, a slice's bounds) registers compiled kernels for its arrays
 (:func:`register_kernels`), so a step moves nothing to the device.
 
-Sums are float64 where the device has float64. Where it has not (JAX without
-``jax_enable_x64``, Apple's MPS), vectors stay float32 and every K-long reduction is
-compensated (:func:`compensated_sum`): its error is that of float64 summation of the
-rounded terms, not float32's growth with K.
+On a device the K-long vectors keep the parameters' dtype (at least float32: the
+gradients' own precision), and every sum over them is float64-accurate: summed in
+float64 where the device has it, compensated where it has not (JAX without
+``jax_enable_x64``, Apple's MPS: :func:`compensated_sum`), so its error does not grow
+with K. The host path is numpy float64 throughout, the reference.
 """
 
 from __future__ import annotations
@@ -96,25 +97,28 @@ def float64_on_device(x: Any) -> bool:
 
 
 def working_copy(theta: Any) -> Any:
-    """θ as the core interpolates it: float64 on the host for a numpy θ (not copied when
-    it is float64 already) and on θ's device where it computes in float64; float32 (or
-    θ's wider dtype) where not."""
+    """θ as the core interpolates it: float64 on the host for a numpy θ, in θ's own dtype
+    (at least float32) where it lies for a device array — K-long vectors there cost the
+    parameters' bytes, and the sums over them are float64-accurate (:func:`compensated_sum`).
+    Not copied where the dtype is already that (a snapshot is a copy of the model's)."""
     if on_host(theta):
         return np.asarray(theta, dtype=np.float64)
     xp = namespace(theta)
-    dtype = xp.float64 if float64_on_device(theta) else xp.result_type(theta.dtype, xp.float32)
-    return xp.astype(theta, dtype, copy=True)
+    return xp.astype(theta, xp.result_type(theta.dtype, xp.float32), copy=False)
 
 
-def compensated_sum(x: Any, axis: int = -1) -> tuple[Any, Any]:
-    """Σ along ``axis`` as two arrays whose float64 sum has float64's accuracy, from
-    float32 arrays: pairwise halving, each level's rounding error kept (Knuth's TwoSum)
-    and summed with the next level's, so no error grows with the length. A float64
-    array is summed as it is (its second part zero)."""
+def compensated_sum(x: Any, axis: int = -1, *, wide: bool | None = None) -> tuple[Any, Any]:
+    """Σ along ``axis`` as two arrays whose float64 sum has float64's accuracy. A float64
+    array is summed as it is; a narrower one in float64 where its device has float64
+    (``wide``, by default found from the device), else by pairwise halving with each
+    level's rounding error kept (Knuth's TwoSum) and summed with the next level's, so no
+    error grows with the length."""
     xp = namespace(x)
     x = xp.moveaxis(x, axis, -1)
-    if x.dtype == xp.float64 or x.shape[-1] == 0:
-        total = xp.sum(x, axis=-1)
+    if wide is None:
+        wide = float64_on_device(x)
+    if x.dtype == xp.float64 or wide or x.shape[-1] == 0:
+        total = xp.sum(x, axis=-1, dtype=xp.float64 if wide else None)
         return total, total * 0
     error = xp.sum(x[..., :0], axis=-1)  # zeros of the right shape, made where x is
     while x.shape[-1] > 1:

@@ -169,6 +169,7 @@ class TorchBackend(BackendBase):
     ) -> None:
         self.arithmetic = check_arithmetic(arithmetic or "auto", device=True, backend="torch")
         self._tensors = False  # whether the θ being evaluated came as a tensor
+        self._theta_dtype = torch.float32  # and its dtype (at least float32)
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module  # evaluate the module itself, never DDP's gradient hooks
         self.model, self.loss_fn = model, loss_fn
@@ -349,6 +350,8 @@ class TorchBackend(BackendBase):
         self, thetas: list[np.ndarray], state: Any, split: str, per_class: bool
     ) -> list[Evaluation]:
         self._tensors = isinstance(thetas[0], torch.Tensor)  # answered in the same kind
+        if self._tensors:
+            self._theta_dtype = torch.promote_types(thetas[0].dtype, torch.float32)
         leaves = self._leaves()
         source = state if state is not None else self._places.buffers()
         buffers = {k: torch.empty_like(b) for k, b in source.items()}  # filled per pass
@@ -453,9 +456,10 @@ class TorchBackend(BackendBase):
         return float(loss64), self._out(grad64)
 
     def _out(self, values: torch.Tensor) -> Any:
-        """A float64 result in the kind of array θ came as: the tensor itself where θ was
-        a tensor (device arithmetic), else a host array."""
-        return values if self._tensors else values.cpu().numpy()
+        """A float64 sum in the kind of array θ came as: where θ was a tensor (device
+        arithmetic), a tensor in θ's dtype (the K-long vectors there cost the parameters'
+        bytes; the core's sums over them are float64), else a float64 host array."""
+        return values.to(self._theta_dtype) if self._tensors else values.cpu().numpy()
 
     def _vectorized(
         self,

@@ -24,16 +24,26 @@ CHUNK = 32
 def test_the_accelerator_holds_the_set_and_gives_the_cpus_allocation(
     framework, kind, per_class, tmp_path
 ):
-    """Also by class (the grouped passes, whose parts sum to the whole)."""
+    """Also by class (the grouped passes, whose parts sum to the whole); the accelerator's
+    run with lca's arithmetic on it (θ, Δ, the sums and A as device arrays)."""
     cpu, accelerator = cpu_and_accelerator(framework)
     if accelerator is None:
         pytest.skip(f"{framework} sees no accelerator (LCA_TEST_ACCELERATOR=cpu: a stand-in)")
     problem = reference_problem(kind)
     outcomes = []
-    for place, name in ((cpu, "cpu"), (accelerator, "accelerator")):
+    # the CPU's on the host (the numpy reference), the accelerator's where its gradients are
+    for place, name, arithmetic in ((cpu, "cpu", "host"), (accelerator, "accelerator", "device")):
         with place.scope():
             adapter = place.adapter(problem, batch_size=CHUNK)
-            outcomes.append(run_adapter(adapter, problem, tmp_path / name, per_class=per_class))
+            outcomes.append(
+                run_adapter(
+                    adapter,
+                    problem,
+                    tmp_path / name,
+                    per_class=per_class,
+                    arithmetic=arithmetic,
+                )
+            )
             assert place.held_on(adapter.backend) == {place.kind}, place.name
     problems = compare(*outcomes)
     assert problems == [], f"{accelerator.name} vs {cpu.name}: {problems}"

@@ -33,9 +33,9 @@ def test_every_backend_agrees_with_every_other(outcomes):
 
 
 def test_the_device_arithmetic_gives_the_host_references_allocation(outcomes):
-    """Each backend's own arrays (float64 tensors in torch, compensated float32 in JAX
-    without x64; TensorFlow stays on the host) against its numpy float64 path, within a
-    tenth of the cross-backend tolerances (docs/concepts.md states what was measured)."""
+    """Each backend's own arrays (torch tensors, JAX arrays: float32 vectors with
+    float64-accurate sums; TensorFlow stays on the host) against its numpy float64 path,
+    within a tenth of the cross-backend tolerances (docs/concepts.md: what was measured)."""
     host = {o.name: o for o in outcomes if not o.name.endswith("(device)")}
     for o in outcomes:
         if o.name.endswith("(device)"):

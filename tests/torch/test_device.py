@@ -83,10 +83,13 @@ def test_no_k_long_tensor_crosses_to_the_host_during_a_step(options):
     assert len(host_crossings) >= 2  # every gradient, and every θ given to the model
     for a, b in zip(device, host, strict=True):
         assert isinstance(a.lca_array, torch.Tensor) and isinstance(b.lca_array, np.ndarray)
-        np.testing.assert_allclose(a.layer_lca, b.layer_lca, rtol=1e-12, atol=1e-15)
-        assert a.residual == pytest.approx(b.residual, abs=1e-15)
+        # float32 vectors with float64 sums, against float64 throughout: ~1e-9 measured
+        largest = np.abs(b.layer_lca).max()
+        np.testing.assert_allclose(a.layer_lca, b.layer_lca, rtol=0, atol=1e-6 * largest)
+        assert a.residual == pytest.approx(b.residual, abs=1e-8)
         np.testing.assert_array_equal(a.layer_counts, b.layer_counts)
-        np.testing.assert_allclose(a.lca, b.lca, rtol=1e-12, atol=1e-16)  # read: a host copy
+        assert a.lca.dtype == np.float32  # read: a host copy, in θ's dtype
+        np.testing.assert_allclose(a.lca, b.lca, rtol=0, atol=1e-6 * np.abs(b.lca).max())
 
 
 def test_per_parameter_outputs_are_copied_once_as_float32_when_stored(tmp_path):
@@ -102,7 +105,7 @@ def test_a_float32_tensor_sum_is_compensated_where_float64_is_missing():
     compensated sum keeps float64's accuracy where torch's own float32 sum drifts."""
     x = torch.full((2**20 + 3,), 0.1, dtype=torch.float32)
     exact = math.fsum(x.double().tolist())
-    compensated = float(joined(compensated_sum(x)))
+    compensated = float(joined(compensated_sum(x, wide=False)))
     assert abs(compensated - exact) < 1e-9 * exact
     ops = Kernels()
     bounds = (0, 5, 2**20 + 3)
