@@ -60,6 +60,21 @@ class BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
+def resnet18(classes: int = 10) -> nn.Module:
+    """torchvision's ResNet-18 (2 blocks per stage, 64…512 channels, 11.2 M parameters)
+    in its CIFAR form (a 3×3 stem, no max-pool), written here: torchvision's wheels pin
+    their own torch."""
+    blocks: list[nn.Module] = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64)]
+    blocks.append(nn.ReLU())
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for i in range(2):
+            blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1))
+            cin = cout
+    blocks += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes)]
+    return nn.Sequential(*blocks)
+
+
 def resnet20(classes: int = 10) -> nn.Module:
     """He et al.'s CIFAR ResNet-20: 3 stages of 3 blocks, 16/32/64 channels (~0.27 M)."""
     blocks: list[nn.Module] = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)]
@@ -143,14 +158,21 @@ def training_throughput(
 
 
 def measure(
-    model: nn.Module, loss_fn: LossFn, x: Any, y: torch.Tensor, batch: int, chunk: int, steps: int
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: Any,
+    y: torch.Tensor,
+    batch: int,
+    chunk: int,
+    steps: int,
+    arithmetic: str = "auto",
 ) -> dict[str, float]:
     """Training throughput, one LCA pass, and LCA steps interleaved with hand-written passes
-    (as ``bench_torch``), on the same device."""
+    (as ``bench_torch``), on the same device; lca's arithmetic where ``arithmetic`` says."""
     dev = y.device
     train = training_throughput(model, loss_fn, x, y, batch, steps)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    tracker = Tracker(model, loss_fn, (x, y), batch_size=chunk, device=dev)
+    tracker = Tracker(model, loss_fn, (x, y), batch_size=chunk, device=dev, arithmetic=arithmetic)
     tracker.begin()  # θ_0: its determinism check makes three passes
     theta = tracker.backend.snapshot().theta
     start = time.perf_counter()
@@ -177,6 +199,8 @@ def measure(
         "pass_ms": 1e3 * statistics.median(hand),
         "lca_ms": 1e3 * statistics.median(lca),
         "ratio": statistics.median(lca) / (statistics.mean(panels) * statistics.median(hand)),
+        "overhead_ms": 1e3
+        * (statistics.median(lca) - statistics.mean(panels) * statistics.median(hand)),
     }
 
 

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "memory": "bench_scale:run_memory",
     "ddp": "bench_scale:run_ddp",
     "replay": "bench_scale:run_replay",
+    "large": "bench_large",
     "gpu": "bench_gpu",
 }
 #: what a run without names measures: everything but the benchmark that needs a GPU

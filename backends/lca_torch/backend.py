@@ -428,10 +428,9 @@ class TorchBackend(BackendBase):
         source: Mapping[str, torch.Tensor],
         chunks: EvaluationSet,
         total: int,
-    ) -> tuple[float, Any]:
+    ) -> tuple[float, torch.Tensor]:
         """Σ over this process's chunks of (n_chunk/total)·loss and its flat gradient, in
-        float64 (all of them without a process group), the gradient on the device or
-        the host as :attr:`arithmetic` says. The model runs on ``params`` and
+        float64 on the device (all of them without a process group). The model runs on ``params`` and
         ``buffers`` (lent to it by the caller); the buffers start every pass from
         ``source``, as BatchNorm updates them in place."""
         if buffers:
@@ -451,12 +450,11 @@ class TorchBackend(BackendBase):
                 loss64 += loss.detach()
                 grad64 += grad
         if grad64 is None:  # a process of a job with fewer chunks than processes
-            grad64 = torch.zeros(self.layout.size, dtype=torch.float64, device=self.device)
-            return 0.0, self._out(grad64)
-        return float(loss64), self._out(grad64)
+            return 0.0, torch.zeros(self.layout.size, dtype=torch.float64, device=self.device)
+        return float(loss64), grad64
 
     def _out(self, values: torch.Tensor) -> Any:
-        """A float64 sum in the kind of array θ came as: where θ was a tensor (device
+        """A float64 sum (over every process's shard) in the kind of array θ came as: where θ was a tensor (device
         arithmetic), a tensor in θ's dtype (the K-long vectors there cost the parameters'
         bytes; the core's sums over them are float64), else a float64 host array."""
         return values.to(self._theta_dtype) if self._tensors else values.cpu().numpy()
@@ -467,7 +465,7 @@ class TorchBackend(BackendBase):
         source: Mapping[str, torch.Tensor],
         stacked: tuple[torch.Tensor, torch.Tensor],
         total: int,
-    ) -> tuple[Any, Any] | None:
+    ) -> tuple[np.ndarray, torch.Tensor] | None:
         """Every group's loss share and gradient in one ``torch.func.vmap`` call per chunk
         of ``batch_size`` examples of each group — the chunks the one-by-one pass makes, so
         the loss is the same function of θ (with BatchNorm in batch mode too: each group's
@@ -506,7 +504,7 @@ class TorchBackend(BackendBase):
             logger.info("the model does not run under torch.func.vmap (%s); groups one by one", exc)
             return None
         self._vmap_works = True
-        return loss64.cpu().numpy(), self._out(grad64)
+        return loss64.cpu().numpy(), grad64
 
     def _evaluate_one(
         self,
@@ -523,7 +521,7 @@ class TorchBackend(BackendBase):
             if self._shards.world > 1:
                 losses, grad = self._shards.all_reduce([np.array([loss]), grad], self.device)
                 loss = float(losses[0])
-            return Evaluation(loss, grad)
+            return Evaluation(loss, self._out(grad))
         # the set partitioned by label, one pass in total (Σ_c parts = whole)
         if isinstance(chunks, Streamed):
             raise ValueError(_STREAMED.format(what="per_class=True"))
@@ -547,7 +545,8 @@ class TorchBackend(BackendBase):
             if found is not None:
                 if timed:
                     self._group_seconds["vectorized"] = time.perf_counter() - started
-                return Evaluation.from_groups(*found, per_class=True)
+                losses, grads = found
+                return Evaluation.from_groups(losses, self._out(grads), per_class=True)
         return self._looped(params, buffers, source, split, groups, total)
 
     def _looped(
@@ -567,11 +566,9 @@ class TorchBackend(BackendBase):
                 chunks, self.group_of(split), groups, self.batch_size
             )
         losses = np.zeros(groups)
-        grads = self._out(
-            torch.zeros(groups, self.layout.size, dtype=torch.float64, device=self.device)
-        )
+        grads = torch.zeros(groups, self.layout.size, dtype=torch.float64, device=self.device)
         for c, class_chunks in enumerate(self._by_class[split]):
             if class_chunks:
                 losses[c], grads[c] = self._pass(params, buffers, source, class_chunks, total)
         losses, grads = self._shards.all_reduce([losses, grads], self.device)
-        return Evaluation.from_groups(losses, grads, per_class=True)
+        return Evaluation.from_groups(losses, self._out(grads), per_class=True)

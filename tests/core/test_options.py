@@ -41,7 +41,7 @@ def test_the_allocator_takes_every_allocator_option_by_name_and_refuses_the_othe
 def test_replay_refuses_exactly_the_recording_options():
     assert set(NOT_FOR_REPLAY) == {
         "store", "every", "record_only", "resume", "overwrite", "store_trajectory", "val_data",
-        "optimizer", "log_to", "log_every", "alerts", "on_alert",
+        "optimizer", "log_to", "log_every", "alerts", "on_alert", "arithmetic",
     }  # fmt: skip
 
 

@@ -142,12 +142,18 @@ def test_two_processes_give_the_run_one_process_gives(tmp_path, stream):
     replay(store, backend, out=out, per_class=not stream, store_params=True, progress=False)
     one = open_run(out)
     np.testing.assert_allclose(run.losses, one.losses, rtol=1e-12)
-    np.testing.assert_allclose(run.layer_lca, one.layer_lca, rtol=1e-9, atol=1e-15)
+    # the job's arithmetic on its tensors (float32 vectors, float64 sums), the replay's on
+    # the host in float64: ~1e-7 of the largest measured (docs/concepts.md)
+    atol = 1e-6 * np.abs(one.layer_lca).max()
+    np.testing.assert_allclose(run.layer_lca, one.layer_lca, rtol=0, atol=atol)
     if not stream:
         np.testing.assert_allclose(
-            run.array("class_layer_lca"), one.array("class_layer_lca"), rtol=1e-9, atol=1e-15
+            run.array("class_layer_lca"), one.array("class_layer_lca"), rtol=0, atol=atol
         )
-    np.testing.assert_allclose(run.array("param_lca"), one.array("param_lca"), rtol=1e-6)
+    params = one.array("param_lca")
+    np.testing.assert_allclose(
+        run.array("param_lca"), params, rtol=0, atol=1e-6 * np.abs(params).max()
+    )
     np.testing.assert_array_equal(run.panels, one.panels)
     assert abs(ranks[0]["summary"]["sum_lca"] - one.summary().sum_lca) < 1e-12
 
