@@ -430,9 +430,9 @@ class TorchBackend(BackendBase):
         total: int,
     ) -> tuple[float, torch.Tensor]:
         """Σ over this process's chunks of (n_chunk/total)·loss and its flat gradient, in
-        float64 on the device (all of them without a process group). The model runs on ``params`` and
-        ``buffers`` (lent to it by the caller); the buffers start every pass from
-        ``source``, as BatchNorm updates them in place."""
+        float64 on the device (all of them without a process group). The model runs on
+        ``params`` and ``buffers`` (lent to it by the caller); the buffers start every pass
+        from ``source``, as BatchNorm updates them in place."""
         if buffers:
             with torch.no_grad():
                 for name, buffer in buffers.items():
@@ -454,9 +454,10 @@ class TorchBackend(BackendBase):
         return float(loss64), grad64
 
     def _out(self, values: torch.Tensor) -> Any:
-        """A float64 sum (over every process's shard) in the kind of array θ came as: where θ was a tensor (device
-        arithmetic), a tensor in θ's dtype (the K-long vectors there cost the parameters'
-        bytes; the core's sums over them are float64), else a float64 host array."""
+        """A float64 sum (over every process's shard) in the kind of array θ came as: where
+        θ was a tensor (device arithmetic), a tensor in θ's dtype (the K-long vectors there
+        cost the parameters' bytes; the core's sums over them are float64), else a float64
+        host array."""
         return values.to(self._theta_dtype) if self._tensors else values.cpu().numpy()
 
     def _vectorized(
